@@ -1,0 +1,1 @@
+"""Quantitative maps: EPG simulation and water-T2 fitting (t2), fat fraction (dixon)."""

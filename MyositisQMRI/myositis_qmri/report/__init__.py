@@ -1,0 +1,1 @@
+"""Per-muscle statistics, edema and fatty-replacement scoring, longitudinal change, exports."""

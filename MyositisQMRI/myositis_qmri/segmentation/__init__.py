@@ -1,0 +1,1 @@
+"""Deep-learning thigh-muscle segmentation: label schema, model file, inference, training."""
