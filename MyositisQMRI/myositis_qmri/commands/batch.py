@@ -1,0 +1,40 @@
+"""`myositis-qmri batch STUDIES... --out DIR`: the whole pipeline on a cohort, in parallel.
+
+Without --scheduler a local Dask cluster is started (one thread per worker process); with it
+the studies go to an existing dask.distributed cluster. Exit status 0 when every study
+completed, 1 when some failed (each failure is in manifest.json), 2 for bad arguments.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import InputError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("studies", nargs="+", metavar="STUDY", help="DICOM study folders (one per exam)")
+    parser.add_argument("--out", required=True, help="cohort output folder (one sub-folder per study)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="local worker processes (default: min(2, CPU count)); ignored with --scheduler")
+    parser.add_argument("--json", action="store_true", help="print the cohort summary as JSON")
+
+
+def main(args) -> int:
+    from ..batch import run_cohort
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError("--workers", "must be at least 1")
+    result = run_cohort(args.studies, args.out, scheduler=args.scheduler, n_workers=args.workers)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['complete']}/{summary['studies']} studies complete "
+              f"({summary['reused']} already done), {summary['failed']} failed; "
+              f"manifest: {summary['manifest']}")
+    for record in result.failed:
+        print(f"failed: {record['study']}: {record['error']}", file=sys.stderr)
+    return 1 if result.failed else 0
