@@ -1,0 +1,237 @@
+"""Run the core's command line in a background process and follow its progress.
+
+The Slicer module never calls the core in-process for long work: it builds a command with
+`core_command`, starts a `BackgroundJob`, and polls it from a qt.QTimer. The job reads the
+child's stderr on a thread (so the UI thread never blocks on a pipe) and hands back parsed
+`JobEvent`s. Cancel sends terminate, then kill after a grace period.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+PROGRESS_ENV = "MYOSITIS_QMRI_PROGRESS"
+# The folder that holds the core package `myositis_qmri` (this file is MyositisQMRILib/jobs.py).
+MODULE_DIR = Path(__file__).resolve().parents[1]
+
+_PROGRESS_RE = re.compile(r"^PROGRESS\s+([0-9.eE+-]+)\s*(.*)$")
+_STEP_RE = re.compile(r"^STEP\s+(.*)$")
+_ERROR_RE = re.compile(r"^myositis-qmri\s+(\S+):\s+(error|internal error|cancelled)(?::\s*(.*))?$")
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One parsed stderr line: kind is "progress", "step", "error" or "log"."""
+
+    kind: str
+    text: str
+    fraction: float | None = None
+
+
+def parse_line(line: str) -> JobEvent:
+    """Parse one stderr line of the core (`PROGRESS f desc`, `STEP msg`, one-line errors)."""
+    line = line.rstrip("\r\n")
+    match = _PROGRESS_RE.match(line)
+    if match:
+        try:
+            fraction = min(max(float(match.group(1)), 0.0), 1.0)
+        except ValueError:
+            return JobEvent("log", line)
+        return JobEvent("progress", match.group(2).strip(), fraction)
+    match = _STEP_RE.match(line)
+    if match:
+        return JobEvent("step", match.group(1).strip())
+    match = _ERROR_RE.match(line)
+    if match:
+        reason = match.group(3) or match.group(2)
+        return JobEvent("error", f"{match.group(1)}: {reason.strip()}")
+    return JobEvent("log", line)
+
+
+def python_executable() -> str:
+    """The Python that runs the core: PythonSlicer inside Slicer, else this interpreter.
+
+    Inside Slicer `sys.executable` is the Slicer launcher itself, so the sibling
+    `PythonSlicer` (what SlicerTotalSegmentator and pip_install use) is preferred.
+    """
+    exe_dir = Path(sys.executable).parent
+    for name in ("PythonSlicer", "PythonSlicer.exe"):
+        candidate = exe_dir / name
+        if candidate.is_file():
+            return str(candidate)
+    return sys.executable
+
+
+def core_command(subcommand: str, arguments: Sequence[object], python: str | None = None) -> list[str]:
+    """argv for `python -m myositis_qmri SUBCOMMAND ARGS...`; None and False arguments vanish.
+
+    Arguments may be plain values or (flag, value) pairs; a pair with value None/False is
+    dropped, a pair with True becomes the bare flag, a list value repeats after the flag.
+    """
+    argv = [python or python_executable(), "-m", "myositis_qmri", subcommand]
+    for item in arguments:
+        if isinstance(item, tuple):
+            flag, value = item
+            if value is None or value is False:
+                continue
+            if value is True:
+                argv.append(flag)
+            elif isinstance(value, (list, tuple)):
+                if value:
+                    argv.append(flag)
+                    argv.extend(str(v) for v in value)
+            else:
+                argv.extend([flag, str(value)])
+        elif item is not None:
+            argv.append(str(item))
+    return argv
+
+
+def core_environment(base: dict | None = None, module_dir: Path = MODULE_DIR) -> dict:
+    """Environment for the child: progress lines on, the module folder first on PYTHONPATH."""
+    env = dict(os.environ if base is None else base)
+    env[PROGRESS_ENV] = "lines"
+    env["PYTHONUNBUFFERED"] = "1"
+    paths = [str(module_dir)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+@dataclass
+class JobResult:
+    returncode: int
+    error: str | None
+    stdout: str
+
+
+@dataclass
+class BackgroundJob:
+    """A running core command. Call `poll()` from a timer; it never blocks.
+
+    `poll()` returns the events seen since the last call; `finished` becomes a JobResult
+    once the process has exited and its pipes are drained.
+    """
+
+    argv: list[str]
+    env: dict | None = None
+    cwd: str | None = None
+    fraction: float = 0.0
+    description: str = ""
+    log: list[str] = field(default_factory=list)
+    result: JobResult | None = None
+    cancelled: bool = False
+
+    def start(self) -> "BackgroundJob":
+        # Own process group on POSIX, so Cancel also stops workers the core may spawn.
+        platform = ({"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)} if os.name == "nt"
+                    else {"start_new_session": True})
+        self._process = subprocess.Popen(
+            self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+            encoding="utf-8", errors="replace", **platform)
+        self._lines: queue.Queue = queue.Queue()
+        self._stdout: list[str] = []
+        self._errors: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self._process.stderr, self._lines), daemon=True),
+            threading.Thread(target=self._collect, args=(self._process.stdout,), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        return self
+
+    @staticmethod
+    def _pump(stream, lines: queue.Queue) -> None:
+        for line in iter(stream.readline, ""):
+            lines.put(line)
+        stream.close()
+
+    def _collect(self, stream) -> None:
+        for line in iter(stream.readline, ""):
+            self._stdout.append(line)
+        stream.close()
+
+    @property
+    def running(self) -> bool:
+        return self.result is None
+
+    def poll(self) -> list[JobEvent]:
+        """Drain what the child printed so far; set `result` when it has exited."""
+        events = []
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            event = parse_line(line)
+            events.append(event)
+            self.log.append(line.rstrip("\n"))
+            if event.kind == "progress":
+                self.fraction, self.description = event.fraction, event.text or self.description
+            elif event.kind == "step":
+                self.description = event.text
+            elif event.kind == "error":
+                self._errors.append(event.text)
+        if self.result is None and self._process.poll() is not None and not any(r.is_alive() for r in self._readers):
+            if not self._lines.empty():
+                return events + self.poll()
+            self.result = JobResult(self._process.returncode, self._error_message(), "".join(self._stdout))
+        return events
+
+    def _error_message(self) -> str | None:
+        if self.cancelled:
+            return "cancelled"
+        if self._process.returncode == 0:
+            return None
+        if self._errors:
+            return self._errors[-1]
+        tail = [line for line in self.log if line.strip()][-5:]
+        return "\n".join(tail) or f"exited with status {self._process.returncode}"
+
+    def cancel(self, grace_s: float = 3.0) -> None:
+        """Terminate the child; kill it when it has not exited after `grace_s`."""
+        if self._process.poll() is not None:
+            return
+        self.cancelled = True
+        self._signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while self._process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._process.poll() is None:
+            self._signal(getattr(signal, "SIGKILL", signal.SIGTERM))
+            self._process.wait()
+
+    def _signal(self, signum: int) -> None:
+        try:
+            if os.name == "nt":
+                self._process.terminate() if signum == signal.SIGTERM else self._process.kill()
+            else:
+                os.killpg(self._process.pid, signum)  # the group this job started, nothing else
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def wait(self, timeout_s: float | None = None, interval_s: float = 0.05) -> JobResult:
+        """Block until done (tests and batch use; the UI polls instead)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            self.poll()
+            if self.result is not None:
+                return self.result
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{self.argv[3:]} still running after {timeout_s} s")
+            time.sleep(interval_s)
+
+
+def start_core_job(subcommand: str, arguments: Sequence[object], python: str | None = None,
+                   cwd: str | None = None) -> BackgroundJob:
+    """Start `myositis_qmri SUBCOMMAND` in the background with progress lines on."""
+    return BackgroundJob(core_command(subcommand, arguments, python), core_environment(), cwd).start()

@@ -1,0 +1,78 @@
+"""Arguments of each core command the module runs, from the user's choices.
+
+Pure functions from plain values (paths, strings, numbers) to `core_command` argument lists,
+so the exact command lines are tested without Slicer. Flag names follow the command-line
+contract in ARCHITECTURE.md.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from .study import StudyInputs, series_arguments
+
+T2_OUTPUTS = ("t2w.nii.gz", "ffmese.nii.gz", "b1.nii.gz")
+FF_OUTPUTS = ("ff.nii.gz",)
+SEGMENT_OUTPUTS = ("muscles.nii.gz", "labels.json", "muscles.seg.nrrd")
+
+
+def _te(echo_times_ms: str | Sequence[float] | None) -> str | None:
+    if echo_times_ms is None:
+        return None
+    if isinstance(echo_times_ms, str):
+        text = echo_times_ms.replace(" ", "").strip(",")
+        return text or None
+    return ",".join(f"{t:g}" for t in echo_times_ms) or None
+
+
+def t2_arguments(echo_inputs: Sequence[str | Path], out: str | Path, echo_times_ms=None, model: str = "epg",
+                 fat_t2: str = "auto", mask: str | Path | None = None) -> list:
+    """`t2 INPUT... --out DIR [--te-ms ...] --model M --fat-t2 X [--mask F]`."""
+    if not echo_inputs:
+        raise ValueError("no multi-echo spin-echo input chosen for the T2 map")
+    return [*map(str, echo_inputs), ("--out", out), ("--te-ms", _te(echo_times_ms)), ("--model", model),
+            ("--fat-t2", fat_t2 or "auto"), ("--mask", mask)]
+
+
+def ff_arguments(out: str | Path, dicom: Sequence[str | Path] = (), water=None, fat=None, ff_map=None,
+                 method: str = "auto", echo_times_ms=None, field_t: float | None = None) -> list:
+    """`ff [DICOM...] [--water F --fat F | --ff-map F] --out DIR --method M ...`."""
+    if not dicom and not ff_map and not (water and fat):
+        raise ValueError("choose Dixon series, water and fat images, or a fat-fraction map")
+    return [*map(str, dicom), ("--water", water), ("--fat", fat), ("--ff-map", ff_map), ("--out", out),
+            ("--method", method), ("--te-ms", _te(echo_times_ms)),
+            ("--field-t", None if not field_t else f"{field_t:g}")]
+
+
+def segment_arguments(image: str | Path, out: str | Path, model: str | Path | None = None) -> list:
+    return [str(image), ("--out", out), ("--model", model or None)]
+
+
+def finetune_arguments(image: str | Path, labels: str | Path, out: str | Path,
+                       model: str | Path | None = None) -> list:
+    """`finetune --image I --labels L --out DIR [--model BASE]` on one corrected case."""
+    return [("--image", image), ("--labels", labels), ("--out", out), ("--model", model or None)]
+
+
+def report_arguments(seg: str | Path, out: str | Path, t2: str | Path | None = None, ff: str | Path | None = None,
+                     previous: str | Path | None = None, scoring: str | Path | None = None,
+                     reviewer_grades: str | Path | None = None) -> list:
+    if not t2 and not ff:
+        raise ValueError("the report needs a T2 map or a fat-fraction map")
+    return [("--seg", seg), ("--t2", t2), ("--ff", ff), ("--out", out), ("--previous", previous),
+            ("--scoring", scoring), ("--reviewer-grades", reviewer_grades)]
+
+
+def study_t2_inputs(inputs: StudyInputs) -> list[str]:
+    return series_arguments(inputs.mese) if inputs.mese else []
+
+
+def study_ff_inputs(inputs: StudyInputs) -> list[str]:
+    return [path for row in inputs.dixon for path in series_arguments(row)]
+
+
+def phantom_arguments(folder: str | Path, seed: int = 7, size: int = 96, flavour: str = "classic") -> list[str]:
+    """A `python -c` program that writes the synthetic exam (the Sample Data loader runs it)."""
+    program = ("import sys; from myositis_qmri.phantom import make_exam, write_exam; "
+               "write_exam(make_exam(int(sys.argv[2]), int(sys.argv[3])), sys.argv[1], sys.argv[4])")
+    return ["-c", program, str(folder), str(seed), str(size), flavour]

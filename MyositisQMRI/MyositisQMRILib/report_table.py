@@ -1,0 +1,238 @@
+"""The Report section's model: per-muscle rows, left and right side by side, with grades.
+
+Rows come from the core's report.json. Grades carry provenance ("automatic" or "reviewer");
+`merge_reviewer_grades` keeps the reviewer's grades when the report is recomputed after mask
+edits, while the fresh automatic grade stays visible next to them. Grade colours and the
+bar-chart columns are here too, so the Slicer widget only lays them out.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any, Iterable
+
+AUTOMATIC = "automatic"
+REVIEWER = "reviewer"
+
+EDEMA_GRADES = {0: "0 none", 1: "1 mild", 2: "2 moderate", 3: "3 severe"}
+FAT_GRADES = {0: "0 normal", 1: "1 <30 %", 2: "2 30-60 %", 3: "3 >60 %", 4: "4 end-stage"}
+GRADE_NAMES = {"edema": EDEMA_GRADES, "fat": FAT_GRADES}
+
+# Colour-blind-safe ramp from normal (green) to worst (dark red), as hex RGB.
+_RAMP = ("#1a9850", "#fee08b", "#fc8d59", "#d73027", "#7f0000")
+
+
+def grade_colour(kind: str, grade: int | None) -> str:
+    """Background colour (#rrggbb) of a grade cell; grey for an ungraded muscle."""
+    names = GRADE_NAMES[kind]
+    if grade is None or grade not in names:
+        return "#bdbdbd"
+    worst = max(names)
+    return _RAMP[round(grade * (len(_RAMP) - 1) / worst)] if worst else _RAMP[0]
+
+
+def text_colour(background_hex: str) -> str:
+    """Black or white, whichever reads better on the background (WCAG relative luminance)."""
+    r, g, b = (int(background_hex[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    luminance = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    return "#000000" if luminance > 0.179 else "#ffffff"
+
+
+@dataclass(frozen=True)
+class Grade:
+    value: int | None
+    source: str = AUTOMATIC
+    automatic: int | None = None        # what the core computed, kept when the reviewer differs
+
+    @property
+    def reviewed(self) -> bool:
+        return self.source == REVIEWER
+
+
+@dataclass(frozen=True)
+class MuscleRow:
+    """One muscle on one side."""
+
+    key: str                 # muscle key, e.g. "vastus_lateralis"
+    name: str
+    abbreviation: str
+    side: str                # "right" / "left"
+    label_value: int
+    t2_ms: float | None
+    ff_percent: float | None
+    volume_ml: float | None
+    edema: Grade
+    fat: Grade
+
+    @property
+    def row_key(self) -> tuple[str, str]:
+        return (self.key, self.side)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None   # NaN (empty mask) shows as blank
+
+
+def _pick(entry: dict, *paths: str) -> Any:
+    """First present value among dotted paths ("t2.median_ms")."""
+    for path in paths:
+        value: Any = entry
+        for part in path.split("."):
+            if not isinstance(value, dict) or part not in value:
+                value = None
+                break
+            value = value[part]
+        if value is not None:
+            return value
+    return None
+
+
+def _grade(entry: dict, kind: str) -> Grade:
+    raw = _pick(entry, f"grades.{kind}", f"{kind}_grade", f"{kind}" if kind == "edema" else "fatty_replacement_grade")
+    if isinstance(raw, dict):
+        value = raw.get("grade", raw.get("value"))
+        source = REVIEWER if str(raw.get("source", raw.get("provenance", AUTOMATIC))) == REVIEWER else AUTOMATIC
+        automatic = raw.get("automatic", value if source == AUTOMATIC else None)
+        return Grade(None if value is None else int(value), source,
+                     None if automatic is None else int(automatic))
+    value = None if raw is None else int(raw)
+    return Grade(value, AUTOMATIC, value)
+
+
+def rows_from_report(report: dict) -> list[MuscleRow]:
+    """Per-muscle rows of a core report.json (dict), in label order."""
+    from myositis_qmri.segmentation import labels
+
+    entries = report.get("muscles", report.get("rows", []))
+    rows = []
+    for entry in entries:
+        value = _pick(entry, "label", "label_value", "value")
+        key = _pick(entry, "muscle", "key", "muscle_key")
+        side = _pick(entry, "side")
+        if value is not None:
+            label = labels.LABEL_BY_VALUE[int(value)]
+        else:
+            label = labels.LABEL_BY_VALUE[labels.label_value(labels.MUSCLE_BY_KEY[key].index, side)]
+        rows.append(MuscleRow(
+            key=label.muscle.key, name=label.muscle.name, abbreviation=label.muscle.abbreviation,
+            side=label.side, label_value=label.value,
+            t2_ms=_number(_pick(entry, "t2_median_ms", "t2.median_ms", "t2.median", "water_t2_ms")),
+            ff_percent=_number(_pick(entry, "ff_mean_percent", "ff.mean_percent", "ff.mean", "ff_percent")),
+            volume_ml=_number(_pick(entry, "volume_ml", "volume.ml")),
+            edema=_grade(entry, "edema"), fat=_grade(entry, "fat")))
+    return sorted(rows, key=lambda r: r.label_value)
+
+
+def load_report_rows(path) -> list[MuscleRow]:
+    with open(path, encoding="utf-8") as handle:
+        return rows_from_report(json.load(handle))
+
+
+def set_grade(rows: list[MuscleRow], row_key: tuple[str, str], kind: str, value: int) -> list[MuscleRow]:
+    """The reviewer sets a grade; choosing the automatic value again clears the mark."""
+    if value not in GRADE_NAMES[kind]:
+        raise ValueError(f"{kind} grade must be one of {sorted(GRADE_NAMES[kind])}, got {value}")
+    out = []
+    for row in rows:
+        if row.row_key == row_key:
+            old: Grade = getattr(row, kind)
+            source = AUTOMATIC if value == old.automatic else REVIEWER
+            row = replace(row, **{kind: Grade(value, source, old.automatic)})
+        out.append(row)
+    return out
+
+
+def merge_reviewer_grades(new_rows: list[MuscleRow], previous_rows: Iterable[MuscleRow]) -> list[MuscleRow]:
+    """Recomputed rows that keep every reviewer grade of the previous rows.
+
+    The numbers and automatic grades are the new ones; a reviewer grade survives with the
+    new automatic grade stored beside it, so the table can show that they now differ.
+    """
+    reviewed = {row.row_key: row for row in previous_rows}
+    merged = []
+    for row in new_rows:
+        old = reviewed.get(row.row_key)
+        for kind in ("edema", "fat"):
+            old_grade = getattr(old, kind) if old else None
+            if old_grade is not None and old_grade.reviewed:
+                row = replace(row, **{kind: Grade(old_grade.value, REVIEWER, getattr(row, kind).automatic)})
+        merged.append(row)
+    return merged
+
+
+def reviewer_grades(rows: Iterable[MuscleRow]) -> dict:
+    """The reviewer's grades as JSON-ready data (what export hands to the core)."""
+    grades = []
+    for row in rows:
+        for kind in ("edema", "fat"):
+            grade: Grade = getattr(row, kind)
+            if grade.reviewed:
+                grades.append({"muscle": row.key, "side": row.side, "label": row.label_value,
+                               "kind": kind, "grade": grade.value, "automatic": grade.automatic})
+    return {"version": 1, "grades": grades}
+
+
+@dataclass(frozen=True)
+class PairedRow:
+    """One table line: a muscle with its right and left rows (either may be missing)."""
+
+    key: str
+    name: str
+    abbreviation: str
+    right: MuscleRow | None
+    left: MuscleRow | None
+
+
+def paired_rows(rows: Iterable[MuscleRow]) -> list[PairedRow]:
+    """Right and left side by side, in muscle order."""
+    by_key: dict[str, dict[str, MuscleRow]] = {}
+    order: list[MuscleRow] = []
+    for row in sorted(rows, key=lambda r: (r.label_value - 1) % 11):
+        if row.key not in by_key:
+            order.append(row)
+        by_key.setdefault(row.key, {})[row.side] = row
+    return [PairedRow(r.key, r.name, r.abbreviation, by_key[r.key].get("right"), by_key[r.key].get("left"))
+            for r in order]
+
+
+# The table's columns: (header, side, attribute); grades are drop-downs.
+MEASURES = (("T2 (ms)", "t2_ms", "{:.1f}"), ("FF (%)", "ff_percent", "{:.1f}"), ("Volume (ml)", "volume_ml", "{:.1f}"))
+GRADE_COLUMNS = (("Edema", "edema"), ("Fat", "fat"))
+COLUMNS = (("Muscle", None, "name"),) + tuple(
+    (f"{header} {side[0].upper()}", side, attr)
+    for header, attr, _ in MEASURES + tuple((h, a, None) for h, a in GRADE_COLUMNS)
+    for side in ("right", "left"))
+
+
+def cell_text(row: MuscleRow | None, attribute: str) -> str:
+    """Display text of one measure cell (blank when absent or not measurable)."""
+    if row is None:
+        return ""
+    formats = {attr: fmt for _, attr, fmt in MEASURES}
+    if attribute in formats:
+        value = getattr(row, attribute)
+        return "" if value is None else formats[attribute].format(value)
+    grade: Grade = getattr(row, attribute)
+    if grade.value is None:
+        return ""
+    text = GRADE_NAMES[attribute][grade.value]
+    if grade.reviewed:
+        auto = "-" if grade.automatic is None else grade.automatic
+        text += f" (reviewer; auto {auto})"
+    return text
+
+
+def chart_columns(rows: Iterable[MuscleRow], attribute: str) -> tuple[list[str], list[float], list[float]]:
+    """Bar-chart data: muscle abbreviations with right and left values (NaN when missing)."""
+    names, right, left = [], [], []
+    for pair in paired_rows(rows):
+        names.append(pair.abbreviation)
+        for side_row, target in ((pair.right, right), (pair.left, left)):
+            value = None if side_row is None else getattr(side_row, attribute)
+            target.append(float("nan") if value is None else float(value))
+    return names, right, left

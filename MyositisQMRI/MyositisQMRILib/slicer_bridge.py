@@ -1,0 +1,287 @@
+"""Slicer-side glue: files <-> MRML nodes, colour maps, segments, plots, view jumps.
+
+Imports slicer lazily inside each function, so the rest of MyositisQMRILib stays importable
+by pytest. Nothing here computes on voxels; the core does that in a background process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+# Map display: (file in the core's output folder, node name, colour table, window min, max, unit).
+MAP_DISPLAY = {
+    "t2": ("t2w.nii.gz", "Water T2 (ms)", "vtkMRMLColorTableNodeFileInferno.txt", 0.0, 80.0, "ms"),
+    "ff": ("ff.nii.gz", "Fat fraction (%)", "vtkMRMLColorTableNodeFileViridis.txt", 0.0, 100.0, "%"),
+    "b1": ("b1.nii.gz", "B1 (relative)", "vtkMRMLColorTableNodeFileViridis.txt", 0.5, 1.5, ""),
+    "ffmese": ("ffmese.nii.gz", "FF from MESE (%)", "vtkMRMLColorTableNodeFileViridis.txt", 0.0, 100.0, "%"),
+}
+# Fit-quality maps the core may write next to the maps, shown greyscale on request.
+QUALITY_PATTERNS = ("*residual*.nii.gz", "*quality*.nii.gz", "*r2*.nii.gz", "*rmse*.nii.gz")
+SEGMENT_EDITOR_EFFECTS = ("Paint", "Erase", "Scissors", "Islands", "Smoothing", "Fill between slices")
+
+
+def load_map(path: str | Path, kind: str, anatomy=None):
+    """Load a map as a colour-mapped volume over `anatomy`, with a colour bar."""
+    import slicer
+
+    _, name, colour_id, low, high, unit = MAP_DISPLAY[kind]
+    node = slicer.util.loadVolume(str(path), {"name": name, "show": False})
+    display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(colour_id)
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(low, high)
+    # Background voxels (0) stay transparent so the anatomy shows through.
+    display.ApplyThresholdOn()
+    display.SetLowerThreshold(1e-3)
+    display.SetUpperThreshold(1e9)
+    node.SetAttribute("MyositisQMRI.unit", unit)
+    show_colour_legend(node, f"{name}")
+    slicer.util.setSliceViewerLayers(background=anatomy, foreground=node, foregroundOpacity=0.6, fit=anatomy is None)
+    return node
+
+
+def show_colour_legend(node, title: str) -> None:
+    """Colour bar in the slice views (Slicer >= 4.13 colour legend display node)."""
+    import slicer
+
+    colors = slicer.modules.colors.logic()
+    if not hasattr(colors, "AddDefaultColorLegendDisplayNode"):
+        return
+    legend = colors.AddDefaultColorLegendDisplayNode(node)
+    legend.SetTitleText(title)
+    legend.SetVisibility(True)
+
+
+def load_quality_maps(folder: str | Path) -> list:
+    """Load the fit-quality maps of a map folder as hidden greyscale volumes."""
+    import slicer
+
+    nodes, seen = [], set()
+    for pattern in QUALITY_PATTERNS:
+        for path in sorted(Path(folder).glob(pattern)):
+            if path in seen or path.name in {v[0] for v in MAP_DISPLAY.values()}:
+                continue
+            seen.add(path)
+            nodes.append(slicer.util.loadVolume(str(path), {"name": "Quality: " + path.name.split(".")[0],
+                                                             "show": False}))
+    return nodes
+
+
+def export_volume(node, folder: str | Path, name: str) -> Path:
+    """Write a scalar volume node to NIfTI for the core (Slicer writes LPS-correct headers)."""
+    import slicer
+
+    path = Path(folder) / f"{name}.nii.gz"
+    if not slicer.util.saveNode(node, str(path)):
+        raise RuntimeError(f"could not write {node.GetName()} to {path}")
+    return path
+
+
+def export_echo_volumes(node, folder: str | Path, name: str) -> tuple[list[Path], list[float]]:
+    """A multi-echo sequence node to one NIfTI per echo, with echo times from its index (ms)."""
+    import slicer
+
+    paths, times = [], []
+    for i in range(node.GetNumberOfDataNodes()):
+        echo = node.GetNthDataNode(i)
+        path = Path(folder) / f"{name}_echo{i + 1:02d}.nii.gz"
+        storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{name}_echo{i + 1}")
+        storage.Copy(echo)
+        try:
+            export_volume(storage, folder, path.name[:-7])
+        finally:
+            slicer.mrmlScene.RemoveNode(storage)
+        paths.append(path)
+        try:
+            times.append(float(node.GetNthIndexValue(i)))
+        except ValueError:
+            pass
+    return paths, (times if len(times) == len(paths) else [])
+
+
+def load_segmentation(folder: str | Path, reference_volume=None, name: str = "Thigh muscles"):
+    """The core's muscles.seg.nrrd (or muscles.nii.gz) as a segmentation with named, coloured,
+    coded segments from the label schema."""
+    import slicer
+    from myositis_qmri.segmentation import labels
+
+    from .terminology import terminology_entry
+
+    folder = Path(folder)
+    seg_nrrd, label_map = folder / "muscles.seg.nrrd", folder / "muscles.nii.gz"
+    if seg_nrrd.exists():
+        node = slicer.util.loadSegmentation(str(seg_nrrd))
+    else:
+        labelmap_node = slicer.util.loadLabelVolume(str(label_map), {"show": False})
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap_node, node)
+        slicer.mrmlScene.RemoveNode(labelmap_node)
+    node.SetName(name)
+    if reference_volume is not None:
+        node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    segmentation = node.GetSegmentation()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        label = labels.LABEL_BY_VALUE.get(segment.GetLabelValue()) or labels.LABEL_BY_KEY.get(segment.GetName())
+        if label is None:
+            continue
+        segment.SetName(label.name)
+        segment.SetColor(*(c / 255.0 for c in label.colour_rgb))
+        segment.SetTag("MyositisQMRI.label", str(label.value))
+        entry = terminology_entry(label)
+        if entry:
+            segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
+    node.CreateDefaultDisplayNodes()
+    node.CreateClosedSurfaceRepresentation()
+    return node
+
+
+def segment_id_for_label(segmentation_node, label_value: int) -> str | None:
+    segmentation = segmentation_node.GetSegmentation()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        if segment.GetTag("MyositisQMRI.label") == str(label_value) or segment.GetLabelValue() == label_value:
+            return segmentation.GetNthSegmentID(index)
+    return None
+
+
+def export_label_map(segmentation_node, reference_volume, path: str | Path) -> Path:
+    """The (edited) segmentation as a label map whose values follow the label schema."""
+    import slicer
+    import vtk
+
+    segmentation = segmentation_node.GetSegmentation()
+    ids, values = vtk.vtkStringArray(), []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        tag = segment.GetTag("MyositisQMRI.label")
+        if tag:
+            ids.InsertNextValue(segmentation.GetNthSegmentID(index))
+            values.append(int(tag))
+    color_table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode")
+    color_table.SetTypeToUser()
+    color_table.SetNumberOfColors(max(values, default=0) + 1)
+    color_table.SetColor(0, "Background", 0, 0, 0, 0)
+    for i, value in enumerate(values):
+        color_table.SetColor(value, segmentation.GetSegment(ids.GetValue(i)).GetName(), 1, 1, 1, 1)
+    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    try:
+        # Slicer matches colour-table entries to segments by name, so each segment keeps its schema value.
+        slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+            segmentation_node, ids, labelmap, reference_volume,
+            slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, color_table)
+        if not slicer.util.saveNode(labelmap, str(path)):
+            raise RuntimeError(f"could not write the label map to {path}")
+    finally:
+        slicer.mrmlScene.RemoveNode(labelmap)
+        slicer.mrmlScene.RemoveNode(color_table)
+    return Path(path)
+
+
+def configure_segment_editor(editor_widget, segmentation_node, source_volume) -> None:
+    """Point the embedded Segment Editor at the muscles and the structural volume."""
+    import slicer
+
+    if editor_widget.mrmlSegmentEditorNode() is None:
+        editor_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode", "MyositisQMRI editor")
+        editor_widget.setMRMLSegmentEditorNode(editor_node)
+    editor_widget.setSegmentationNode(segmentation_node)
+    if hasattr(editor_widget, "setSourceVolumeNode"):
+        editor_widget.setSourceVolumeNode(source_volume)
+    else:  # Slicer < 5.2
+        editor_widget.setMasterVolumeNode(source_volume)
+    editor_widget.setEffectNameOrder(list(SEGMENT_EDITOR_EFFECTS))
+    editor_widget.unorderedEffectsVisible = False
+
+
+def jump_to_label(segmentation_node, label_value: int) -> bool:
+    """Centre the slice views on one muscle."""
+    import slicer
+
+    segment_id = segment_id_for_label(segmentation_node, label_value)
+    if segment_id is None:
+        return False
+    center = segmentation_node.GetSegmentCenterRAS(segment_id)
+    slicer.modules.markups.logic().JumpSlicesToLocation(center[0], center[1], center[2], True)
+    return True
+
+
+def update_bar_chart(names, right, left, title: str, unit: str, chart_name: str = "MyositisQMRI chart"):
+    """Left/right bar chart in a plot view (table + two series + chart nodes, reused)."""
+    import slicer
+    import vtk
+
+    scene = slicer.mrmlScene
+    table = scene.GetFirstNodeByName(chart_name + " table") or scene.AddNewNodeByClass("vtkMRMLTableNode", chart_name + " table")
+    table.RemoveAllColumns()
+    columns = [vtk.vtkStringArray(), vtk.vtkDoubleArray(), vtk.vtkDoubleArray()]
+    for column, column_name in zip(columns, ("Muscle", "Right", "Left")):
+        column.SetName(column_name)
+    for name, r, l in zip(names, right, left):
+        columns[0].InsertNextValue(name)
+        columns[1].InsertNextValue(r)
+        columns[2].InsertNextValue(l)
+    for column in columns:
+        table.AddColumn(column)
+    chart = scene.GetFirstNodeByName(chart_name) or scene.AddNewNodeByClass("vtkMRMLPlotChartNode", chart_name)
+    chart.RemoveAllPlotSeriesNodeIDs()
+    for side, colour in (("Right", (0.84, 0.37, 0.0)), ("Left", (0.0, 0.45, 0.70))):
+        series_name = f"{chart_name} {side}"
+        series = scene.GetFirstNodeByName(series_name) or scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", series_name)
+        series.SetAndObserveTableNodeID(table.GetID())
+        series.SetXColumnName("Muscle")
+        series.SetYColumnName(side)
+        series.SetLabelColumnName("Muscle")
+        series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
+        series.SetColor(*colour)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    chart.SetTitle(title)
+    chart.SetXAxisTitle("Muscle")
+    chart.SetYAxisTitle(f"{title} ({unit})" if unit else title)
+    slicer.modules.plots.logic().ShowChartInLayout(chart)
+    return chart
+
+
+def ensure_packages(stage: str, parent_module: str = "MyositisQMRI") -> bool:
+    """Ask once, then install what `stage` lacks: torch via SlicerPyTorch, others via pip."""
+    import slicer
+
+    from .dependencies import missing_requirements, needs_torch
+
+    if needs_torch(stage):
+        try:
+            import PyTorchUtils
+        except ImportError:
+            slicer.util.errorDisplay("This step needs PyTorch. Install the 'PyTorch' extension from the "
+                                     "Extensions Manager, restart Slicer, and try again.")
+            return False
+        torch_logic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torch_logic.torchInstalled() and torch_logic.installTorch(askConfirmation=True) is None:
+            return False
+    missing = missing_requirements(stage)
+    if not missing:
+        return True
+    if not slicer.util.confirmOkCancelDisplay(
+            f"{parent_module} needs these Python packages for this step: {', '.join(missing)}.\n"
+            "Install them now? (This may take a few minutes.)", "Missing Python packages"):
+        return False
+    with slicer.util.WaitCursor():
+        slicer.util.pip_install(" ".join(missing))
+    logging.info("installed %s", missing)
+    return True
+
+
+def work_folder(case_name: str) -> Path:
+    """A per-case folder under Slicer's temporary path for the core's outputs."""
+    import slicer
+
+    folder = Path(slicer.app.temporaryPath) / "MyositisQMRI" / case_name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def open_folder(path: str | Path) -> None:
+    import qt
+
+    qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(os.fspath(path)))
