@@ -1,0 +1,71 @@
+"""report.pdf: the printable report (header, graded table, figures) via matplotlib PdfPages."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
+
+from ..io.atomic import atomic_path  # noqa: E402
+from .export_html import GRADE_COLOURS  # noqa: E402
+
+
+def _fmt(value, digits=1) -> str:
+    return "–" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+
+
+def _table_page(report: dict):
+    study = report.get("study") or {}
+    figure = plt.figure(figsize=(8.27, 11.69))  # A4 portrait
+    lines = [f"Patient: {study.get('patient_name', '–')}   ID: {study.get('patient_id', '–')}   "
+             f"Study date: {study.get('study_date', '–')}",
+             f"Report created {report['created']} by {report['software']['name']} {report['software']['version']}; "
+             f"scoring: {report['scoring'].get('name')}; erosion: "
+             + (f"{report['erosion']['voxels']} voxel" if report['erosion']['applied'] else "none")]
+    both = report["whole_thigh"]["both"]
+    lines.append(f"Whole thigh: muscle volume {_fmt(both['muscle_volume_ml'])} ml, mean water T2 "
+                 f"{_fmt(both['t2_mean_ms'])} ms, volume-weighted FF {_fmt(both['ff_weighted_mean_percent'])} %")
+    figure.text(0.05, 0.97, "Quantitative thigh muscle MRI report", fontsize=14, weight="bold", va="top")
+    for i, line in enumerate(lines):
+        figure.text(0.05, 0.94 - 0.018 * i, line, fontsize=7.5, va="top")
+    columns = ["Muscle", "Side", "Vol ml", "T2 mean", "T2 med", "%>thr", "FF mean", "FF med", "Edema", "Fat"]
+    cells, colours = [], []
+    for row in report["muscles"]:
+        t2, ff, grades = row.get("t2") or {}, row.get("ff") or {}, row.get("grades") or {}
+        g_cells, g_colours = [], []
+        for kind in ("edema", "fat"):
+            g = grades.get(kind) or {}
+            text = "–" if g.get("grade") is None else f"{g['grade']} {g.get('label')}" + (" (R)" if g.get("source") == "reviewer" else "")
+            g_cells.append(text)
+            g_colours.append("white" if g.get("grade") is None else GRADE_COLOURS[min(g["grade"], 4)])
+        cells.append([row["muscle"] + (" (empty)" if row["empty"] else ""), row["side"], _fmt(row["volume_ml"]),
+                      _fmt(t2.get("mean")), _fmt(t2.get("median")), _fmt(t2.get("percent_above_edema_threshold")),
+                      _fmt(ff.get("mean")), _fmt(ff.get("median"))] + g_cells)
+        colours.append(["white"] * 8 + g_colours)
+    ax = figure.add_axes([0.03, 0.05, 0.94, 0.82])
+    ax.axis("off")
+    table = ax.table(cellText=cells, colLabels=columns, cellColours=colours, loc="upper center",
+                     colWidths=[0.22, 0.06, 0.07, 0.08, 0.08, 0.07, 0.08, 0.08, 0.13, 0.13])
+    table.auto_set_font_size(False)
+    table.set_fontsize(6)
+    table.scale(1, 1.15)
+    return figure
+
+
+def write_pdf(report: dict, figures, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with PdfPages(tmp) as pdf:
+            page = _table_page(report)
+            pdf.savefig(page)
+            plt.close(page)
+            for caption, figure in (figures.items.values() if figures is not None else []):
+                figure.suptitle(caption, fontsize=9, y=1.0)
+                pdf.savefig(figure, bbox_inches="tight")
+            info = pdf.infodict()
+            info["Title"] = "MyositisQMRI report"
+            info["Creator"] = f"{report['software']['name']} {report['software']['version']}"
+    return path

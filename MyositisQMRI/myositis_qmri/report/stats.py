@@ -1,0 +1,231 @@
+"""Per-muscle, per-side statistics of water-T2 and fat-fraction maps.
+
+Statistics are computed on each map's own grid: the label map is brought onto it by geometry
+(nearest neighbour in physical space), never compared by index. Volume and slice count come
+from the label map on its own grid. Non-finite map voxels are excluded and counted; an empty
+mask gives an explicit `empty` entry instead of NaNs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+from ..segmentation.labels import LABELS, LEFT_OFFSET, MUSCLES, label_value
+from ..volume import Volume
+
+MAP_KINDS = ("t2", "ff")
+
+
+def align_labels(labels: Volume, reference: Volume, source=None) -> Volume:
+    """The label map on `reference`'s grid; an error when they do not overlap in space."""
+    if labels.geometry.same_grid(reference.geometry):
+        return labels
+    from ..geometry import align_labels_to
+    aligned = align_labels_to(labels, reference)
+    if np.count_nonzero(labels.array) and not np.count_nonzero(aligned.array):
+        raise InputError(source, "the segmentation does not overlap the map in space "
+                                 f"({reference.metadata.get('series_description', 'map')}); "
+                                 "check that both come from the same exam and position")
+    return aligned
+
+
+def summarize(values: np.ndarray) -> dict:
+    """mean, median, SD, IQR and percentiles of finite values (None when there are none)."""
+    n = int(values.size)
+    if n == 0:
+        return {"n_voxels": 0, "mean": None, "median": None, "sd": None, "iqr": None,
+                "p25": None, "p75": None}
+    p25, median, p75 = np.percentile(values, [25, 50, 75])
+    return {"n_voxels": n, "mean": float(values.mean()), "median": float(median),
+            "sd": float(values.std(ddof=1)) if n > 1 else 0.0, "iqr": float(p75 - p25),
+            "p25": float(p25), "p75": float(p75)}
+
+
+def _erode_in_plane(mask: np.ndarray, voxels: int) -> np.ndarray:
+    # In-plane only: slices are often thick, and a 3-D erosion would remove whole thin muscles.
+    structure = ndimage.generate_binary_structure(3, 1)
+    structure[0] = structure[2] = False
+    return ndimage.binary_erosion(mask, structure, iterations=voxels)
+
+
+def _map_values(map_array: np.ndarray, mask: np.ndarray, kind: str) -> tuple[np.ndarray, int, int]:
+    """Finite, physically valid values under `mask`, plus counts of excluded voxels."""
+    values = map_array[mask].astype(np.float64)
+    finite = np.isfinite(values)
+    n_nonfinite = int(values.size - finite.sum())
+    values = values[finite]
+    # T2 <= 0 marks a failed fit; FF is clipped to 0-100 by the fits but kept as given here.
+    valid = values > 0 if kind == "t2" else np.ones(values.shape, bool)
+    return values[valid], n_nonfinite, int(values.size - valid.sum())
+
+
+def _slice_positions_mm(volume: Volume) -> np.ndarray:
+    """Position of each slice along the slice normal (mm), for profiles."""
+    geometry = volume.geometry
+    normal = geometry.direction_matrix()[:, 2]
+    nz = geometry.shape_zyx[0]
+    centres = geometry.index_to_physical(np.stack([np.zeros(nz), np.zeros(nz), np.arange(nz)], axis=1))
+    return centres @ normal
+
+
+def _stats_on_map(aligned: np.ndarray, map_volume: Volume, kind: str, erosion_voxels: int,
+                  edema_threshold_ms: float) -> tuple[dict, dict]:
+    """Per-label statistics and slice profiles of one map."""
+    map_array = map_volume.array
+    pixel_area_cm2 = map_volume.spacing_mm[0] * map_volume.spacing_mm[1] / 100.0
+    positions = _slice_positions_mm(map_volume)
+    boxes = ndimage.find_objects(aligned.astype(np.int32), max_label=max(l.value for l in LABELS))
+    per_label, profile_muscles, used_slices = {}, {}, set()
+    for label in LABELS:
+        box = boxes[label.value - 1]
+        if box is None:
+            per_label[label.value] = {"empty": True, "reason": "no voxels of this label on the map grid"}
+            continue
+        mask = aligned[box] == label.value
+        if erosion_voxels:
+            mask = _erode_in_plane(mask, erosion_voxels)  # the box is tight: its border is background
+            if not mask.any():
+                per_label[label.value] = {"empty": True, "reason": f"mask empty after {erosion_voxels}-voxel erosion"}
+                continue
+        values, n_nonfinite, n_invalid = _map_values(map_array[box], mask, kind)
+        entry = summarize(values)
+        entry.update(n_mask_voxels=int(mask.sum()), n_excluded_nonfinite=n_nonfinite, n_excluded_invalid=n_invalid)
+        if kind == "t2":
+            entry["percent_above_edema_threshold"] = (
+                None if values.size == 0 else float(100.0 * np.count_nonzero(values >= edema_threshold_ms) / values.size))
+        per_label[label.value] = entry
+        profile_muscles[label.key] = _profile(map_array[box], mask, box[0].start, pixel_area_cm2, used_slices)
+    slices = sorted(used_slices)
+    profile = {"position_mm": [float(positions[z]) for z in slices],
+               "muscles": {key: {"area_cm2": [p.get(z, (0.0, None))[0] for z in slices],
+                                 "mean": [p.get(z, (0.0, None))[1] for z in slices]}
+                           for key, p in profile_muscles.items()}}
+    return per_label, profile
+
+
+def _profile(map_box: np.ndarray, mask: np.ndarray, z0: int, pixel_area_cm2: float, used: set) -> dict:
+    out = {}
+    for dz in range(mask.shape[0]):
+        in_slice = mask[dz]
+        count = int(in_slice.sum())
+        if not count:
+            continue
+        values = map_box[dz][in_slice].astype(np.float64)
+        values = values[np.isfinite(values)]
+        out[z0 + dz] = (count * pixel_area_cm2, float(values.mean()) if values.size else None)
+        used.add(z0 + dz)
+    return out
+
+
+def _geometry_stats(labels: Volume) -> dict:
+    """Volume (ml) and slice count per label, on the label map's own grid."""
+    voxel_ml = labels.geometry.voxel_volume_ml()
+    counts = np.bincount(labels.array.ravel().astype(np.int64), minlength=2 * LEFT_OFFSET + 1)
+    boxes = ndimage.find_objects(labels.array.astype(np.int32), max_label=2 * LEFT_OFFSET)
+    out = {}
+    for label in LABELS:
+        box = boxes[label.value - 1]
+        n_slices = 0 if box is None else int(np.count_nonzero(
+            (labels.array[box] == label.value).any(axis=(1, 2))))
+        out[label.value] = {"volume_ml": float(counts[label.value] * voxel_ml), "n_slices": n_slices,
+                            "n_voxels": int(counts[label.value])}
+    return out
+
+
+def asymmetry_index(right: float | None, left: float | None) -> float | None:
+    """100 * (R - L) / mean(R, L); None when undefined."""
+    if right is None or left is None:
+        return None
+    mean = (right + left) / 2.0
+    if not math.isfinite(mean) or mean == 0:
+        return None
+    return 100.0 * (right - left) / mean
+
+
+def compute_statistics(labels: Volume, maps: dict[str, Volume | None], *, erode: bool = False,
+                       erosion_voxels: int = 1, edema_threshold_ms: float = 36.4,
+                       sources: dict | None = None) -> dict:
+    """Statistics per muscle and side, asymmetry, whole-thigh summaries and slice profiles.
+
+    `maps` holds "t2" (water T2, ms) and/or "ff" (fat fraction, %); either may be None.
+    """
+    sources = sources or {}
+    labels_int = labels.with_array(np.rint(labels.array).astype(np.int16))
+    if not any(m is not None for m in maps.values()):
+        raise InputError(None, "no map given: need a water-T2 map, a fat-fraction map, or both")
+    unknown = set(np.unique(labels_int.array).tolist()) - {0} - {l.value for l in LABELS}
+    if unknown:
+        raise InputError(sources.get("seg"), f"label values {sorted(unknown)[:5]} are not in the muscle schema (1-22)")
+    geometry = _geometry_stats(labels_int)
+    per_map, profiles, quality = {}, {}, {}
+    erosion = erosion_voxels if erode else 0
+    for kind in MAP_KINDS:
+        map_volume = maps.get(kind)
+        if map_volume is None:
+            continue
+        aligned = align_labels(labels_int, map_volume, sources.get("seg")).array
+        per_map[kind], profiles[kind] = _stats_on_map(aligned, map_volume, kind, erosion, edema_threshold_ms)
+        in_muscle = aligned > 0
+        quality[kind] = {
+            "grid_shape_zyx": list(map_volume.array.shape), "spacing_mm": list(map_volume.spacing_mm),
+            "same_grid_as_segmentation": labels_int.geometry.same_grid(map_volume.geometry),
+            "muscle_voxels_on_grid": int(in_muscle.sum()),
+            "nonfinite_voxels_in_muscles": int(np.count_nonzero(~np.isfinite(map_volume.array[in_muscle]))),
+            "nonfinite_voxels_in_map": int(np.count_nonzero(~np.isfinite(map_volume.array))),
+        }
+    muscles = []
+    for label in LABELS:
+        row = {"key": label.key, "label_value": label.value, "muscle": label.muscle.name,
+               "muscle_key": label.muscle.key, "abbreviation": label.abbreviation, "side": label.side,
+               "group": label.muscle.group, **geometry[label.value]}
+        row["empty"] = geometry[label.value]["n_voxels"] == 0
+        for kind in MAP_KINDS:
+            if kind in per_map:
+                entry = per_map[kind][label.value]
+                row[kind] = None if entry.get("empty") else entry
+                if entry.get("empty") and not row["empty"]:
+                    row.setdefault("notes", []).append(f"{kind}: {entry['reason']}")
+            else:
+                row[kind] = None
+        muscles.append(row)
+    return {"muscles": muscles, "asymmetry": _asymmetry(muscles), "whole_thigh": _whole_thigh(labels_int, maps, muscles),
+            "slice_profiles": profiles, "quality": quality,
+            "erosion": {"applied": bool(erode), "voxels": erosion, "plane": "in-plane (x, y)"}}
+
+
+def _asymmetry(muscles: list[dict]) -> list[dict]:
+    by_value = {row["label_value"]: row for row in muscles}
+    out = []
+    for muscle in MUSCLES:
+        right, left = by_value[label_value(muscle.index, "right")], by_value[label_value(muscle.index, "left")]
+
+        def get(row, kind, stat):
+            return (row.get(kind) or {}).get(stat)
+
+        out.append({"muscle_key": muscle.key, "muscle": muscle.name,
+                    "volume_ml": asymmetry_index(right["volume_ml"] or None, left["volume_ml"] or None),
+                    "t2_mean_ms": asymmetry_index(get(right, "t2", "mean"), get(left, "t2", "mean")),
+                    "t2_median_ms": asymmetry_index(get(right, "t2", "median"), get(left, "t2", "median")),
+                    "ff_mean_percent": asymmetry_index(get(right, "ff", "mean"), get(left, "ff", "mean"))})
+    return out
+
+
+def _whole_thigh(labels: Volume, maps: dict, muscles: list[dict]) -> dict:
+    """Per side and both: pooled water-T2 mean, volume-weighted FF, total muscle volume."""
+    out = {}
+    for side in ("right", "left", "both"):
+        rows = [r for r in muscles if side in ("both", r["side"]) and not r["empty"]]
+        summary = {"muscle_volume_ml": float(sum(r["volume_ml"] for r in rows)), "n_muscles": len(rows)}
+        t2_rows = [r for r in rows if r.get("t2")]
+        n_t2 = sum(r["t2"]["n_voxels"] for r in t2_rows)
+        # Voxel-pooled: each muscle counts by its size, as a whole-thigh ROI would.
+        summary["t2_mean_ms"] = (sum(r["t2"]["mean"] * r["t2"]["n_voxels"] for r in t2_rows) / n_t2) if n_t2 else None
+        ff_rows = [r for r in rows if r.get("ff")]
+        weight = sum(r["volume_ml"] for r in ff_rows)
+        # Volume-weighted: total fat volume over total muscle volume.
+        summary["ff_weighted_mean_percent"] = (sum(r["ff"]["mean"] * r["volume_ml"] for r in ff_rows) / weight) if weight else None
+        out[side] = summary
+    return out
