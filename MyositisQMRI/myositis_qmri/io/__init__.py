@@ -8,3 +8,7 @@ from .echo_times import echo_times_to_ms, parse_te_ms_argument, require_uniform_
 from .kinds import ImageKind, SeriesClass
 from .nifti import (is_image_file, read_echo_files, read_echo_series, read_volume, write_echo_series,
                     write_volume)
+from .dicom import DicomScan, DicomSeries, read_dicom
+from .dicom_values import phase_to_radians
+from .discover import Study, discover, pair_magnitude_phase
+from .load import load_echo_series, load_magnitude_phase, load_volume, select_series
