@@ -5,9 +5,14 @@ SimpleITK converts NIfTI's RAS to LPS, so volumes read here share the DICOM conv
 """
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import os
+import zlib
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -43,9 +48,76 @@ def read_sidecar(path: str | Path) -> dict:
         raise InputError(side, f"unreadable JSON sidecar ({exc})") from None
 
 
+def _nifti_data_end(head: bytes) -> int | None:
+    """Bytes a NIfTI-1/2 file must hold (voxel offset + voxel data), from its header."""
+    for header_class in (nib.Nifti1Header, nib.Nifti2Header):
+        size = header_class.sizeof_hdr
+        if len(head) < size:
+            continue
+        try:
+            header = header_class.from_fileobj(io.BytesIO(head[:size]), check=False)
+            shape = header.get_data_shape()
+            bits = int(header["bitpix"])
+            offset = int(header["vox_offset"])
+        except Exception:  # not this header flavour (wrong sizeof_hdr or magic)
+            continue
+        if int(header["sizeof_hdr"]) != size or bits <= 0 or bits % 8 or offset < 0 or not shape:
+            continue
+        return offset + int(np.prod(shape, dtype=object)) * bits // 8
+    return None
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse a truncated NIfTI file: SimpleITK reads one silently, the missing voxels
+    becoming zeros, and allocates whatever a damaged header declares."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    try:
+        if name.endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(544)
+        else:
+            with open(path, "rb") as handle:
+                head = handle.read(544)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(path, f"not a readable NIfTI file ({exc})") from None
+    needed = _nifti_data_end(head)
+    if needed is None:
+        raise InputError(path, "not a NIfTI file (header unreadable)")
+    if not name.endswith(".gz"):
+        held = path.stat().st_size
+    else:
+        with open(path, "rb") as handle:  # gzip trailer: uncompressed size modulo 2**32
+            handle.seek(-4, os.SEEK_END)
+            trailer = int.from_bytes(handle.read(4), "little")
+        held = needed if trailer == needed % 2**32 else _gzip_length(path, needed)
+        if held is None:
+            raise InputError(path, "truncated or damaged NIfTI file (the gzip stream ends early or is corrupt)")
+    if held < needed:
+        raise InputError(path, f"truncated NIfTI file: the header declares {needed} bytes of image, "
+                               f"the file holds {held}")
+
+
+def _gzip_length(path: Path, limit: int) -> int | None:
+    """Uncompressed length, read up to `limit` bytes; None for a truncated or corrupt stream."""
+    total = 0
+    try:
+        with gzip.open(path, "rb") as handle:
+            while total < limit:
+                block = handle.read(min(1 << 24, limit - total))
+                if not block:
+                    break
+                total += len(block)
+    except (OSError, EOFError, zlib.error):
+        return None
+    return total
+
+
 def _read_sitk(path: Path) -> sitk.Image:
     if not path.exists():
         raise InputError(path, "file not found")
+    _check_nifti_complete(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
