@@ -71,8 +71,9 @@ def study_ff_inputs(inputs: StudyInputs) -> list[str]:
     return [path for row in inputs.dixon for path in series_arguments(row)]
 
 
-def phantom_arguments(folder: str | Path, seed: int = 7, size: int = 96, flavour: str = "classic") -> list[str]:
-    """A `python -c` program that writes the synthetic exam (the Sample Data loader runs it)."""
+def phantom_arguments(folder: str | Path, seed: int = 7, size: str = "small", flavour: str = "classic") -> list[str]:
+    """A `python -c` program writing the synthetic exam (DICOM under folder/dicom, truth under
+    folder/truth) with the core phantom; the Sample Data loader runs it in the background."""
     program = ("import sys; from myositis_qmri.phantom import make_exam, write_exam; "
-               "write_exam(make_exam(int(sys.argv[2]), int(sys.argv[3])), sys.argv[1], sys.argv[4])")
-    return ["-c", program, str(folder), str(seed), str(size), flavour]
+               "write_exam(make_exam(int(sys.argv[2]), sys.argv[3]), sys.argv[1], sys.argv[4])")
+    return ["-c", program, str(folder), str(seed), size, flavour]

@@ -93,11 +93,11 @@ def _pick(entry: dict, *paths: str) -> Any:
 
 
 def _grade(entry: dict, kind: str) -> Grade:
-    raw = _pick(entry, f"grades.{kind}", f"{kind}_grade", f"{kind}" if kind == "edema" else "fatty_replacement_grade")
+    """A grade from the core's `grades.<kind>` entry: grade, source ("auto"/"reviewer"), auto_grade."""
+    raw = _pick(entry, f"grades.{kind}", f"{kind}_grade")
     if isinstance(raw, dict):
-        value = raw.get("grade", raw.get("value"))
-        source = REVIEWER if str(raw.get("source", raw.get("provenance", AUTOMATIC))) == REVIEWER else AUTOMATIC
-        automatic = raw.get("automatic", value if source == AUTOMATIC else None)
+        value, automatic = raw.get("grade"), raw.get("auto_grade", raw.get("grade"))
+        source = REVIEWER if raw.get("source") == REVIEWER else AUTOMATIC
         return Grade(None if value is None else int(value), source,
                      None if automatic is None else int(automatic))
     value = None if raw is None else int(raw)
@@ -105,24 +105,20 @@ def _grade(entry: dict, kind: str) -> Grade:
 
 
 def rows_from_report(report: dict) -> list[MuscleRow]:
-    """Per-muscle rows of a core report.json (dict), in label order."""
+    """Per-muscle rows of a core report.json (dict: `muscles` rows with key, label_value,
+    volume_ml, t2.median, ff.mean and grades), in label order."""
     from myositis_qmri.segmentation import labels
 
-    entries = report.get("muscles", report.get("rows", []))
+    entries = report.get("muscles", [])
     rows = []
     for entry in entries:
-        value = _pick(entry, "label", "label_value", "value")
-        key = _pick(entry, "muscle", "key", "muscle_key")
-        side = _pick(entry, "side")
-        if value is not None:
-            label = labels.LABEL_BY_VALUE[int(value)]
-        else:
-            label = labels.LABEL_BY_VALUE[labels.label_value(labels.MUSCLE_BY_KEY[key].index, side)]
+        value = _pick(entry, "label_value")
+        label = labels.LABEL_BY_VALUE[int(value)] if value is not None else labels.LABEL_BY_KEY[entry["key"]]
         rows.append(MuscleRow(
             key=label.muscle.key, name=label.muscle.name, abbreviation=label.muscle.abbreviation,
             side=label.side, label_value=label.value,
-            t2_ms=_number(_pick(entry, "t2_median_ms", "t2.median_ms", "t2.median", "water_t2_ms")),
-            ff_percent=_number(_pick(entry, "ff_mean_percent", "ff.mean_percent", "ff.mean", "ff_percent")),
+            t2_ms=_number(_pick(entry, "t2.median", "t2_median_ms")),
+            ff_percent=_number(_pick(entry, "ff.mean", "ff_mean_percent")),
             volume_ml=_number(_pick(entry, "volume_ml", "volume.ml")),
             edema=_grade(entry, "edema"), fat=_grade(entry, "fat")))
     return sorted(rows, key=lambda r: r.label_value)
@@ -147,34 +143,42 @@ def set_grade(rows: list[MuscleRow], row_key: tuple[str, str], kind: str, value:
     return out
 
 
-def merge_reviewer_grades(new_rows: list[MuscleRow], previous_rows: Iterable[MuscleRow]) -> list[MuscleRow]:
-    """Recomputed rows that keep every reviewer grade of the previous rows.
+def apply_overrides(rows: Iterable[MuscleRow], overrides: dict) -> list[MuscleRow]:
+    """Rows with the reviewer's grades ({"<label key>": {"edema": g, "fat": g}}) applied.
 
-    The numbers and automatic grades are the new ones; a reviewer grade survives with the
-    new automatic grade stored beside it, so the table can show that they now differ.
+    The automatic grade stays beside the reviewer's, so the table can show when they differ.
     """
-    reviewed = {row.row_key: row for row in previous_rows}
-    merged = []
-    for row in new_rows:
-        old = reviewed.get(row.row_key)
+    from myositis_qmri.segmentation import labels
+
+    out = []
+    for row in rows:
+        review = overrides.get(labels.LABEL_BY_VALUE[row.label_value].key, {})
         for kind in ("edema", "fat"):
-            old_grade = getattr(old, kind) if old else None
-            if old_grade is not None and old_grade.reviewed:
-                row = replace(row, **{kind: Grade(old_grade.value, REVIEWER, getattr(row, kind).automatic)})
-        merged.append(row)
-    return merged
+            if review.get(kind) is not None:
+                row = replace(row, **{kind: Grade(int(review[kind]), REVIEWER, getattr(row, kind).automatic)})
+        out.append(row)
+    return out
+
+
+def merge_reviewer_grades(new_rows: list[MuscleRow], previous_rows: Iterable[MuscleRow]) -> list[MuscleRow]:
+    """Recomputed rows that keep every reviewer grade of the previous rows (numbers are new)."""
+    return apply_overrides(new_rows, reviewer_grades(previous_rows))
 
 
 def reviewer_grades(rows: Iterable[MuscleRow]) -> dict:
-    """The reviewer's grades as JSON-ready data (what export hands to the core)."""
-    grades = []
+    """The reviewer's grades in the core's overrides format: {"<label key>": {"edema": 2, "fat": 1}}.
+
+    `myositis-qmri report` applies them over the automatic grades and marks them "reviewer".
+    """
+    from myositis_qmri.segmentation import labels
+
+    overrides: dict[str, dict] = {}
     for row in rows:
         for kind in ("edema", "fat"):
             grade: Grade = getattr(row, kind)
             if grade.reviewed:
-                grades.append({"muscle": row.key, "side": row.side, "label": row.label_value,
-                               "kind": kind, "grade": grade.value, "automatic": grade.automatic})
-    return {"version": 1, "grades": grades}
+                overrides.setdefault(labels.LABEL_BY_VALUE[row.label_value].key, {})[kind] = grade.value
+    return overrides
 
 
 @dataclass(frozen=True)
