@@ -140,7 +140,7 @@ def make_exam(seed: int = 0, size: str = "demo", *, mese_echoes: int = 17, echo_
         r2star_per_s=vol(r2s.astype(np.float32), units="1/s"),
         proton_density=vol(pd.astype(np.float32), units="relative"),
         mese=EchoSeries(mese, echo_times, image_kind="magnitude", refocusing_angle_deg=180.0,
-                        fat_suppressed=False, metadata={"series_description": "MESE T2 map 17 echoes"}, **series),
+                        fat_suppressed=False, metadata={"series_description": f"MESE {mese_echoes} echoes"}, **series),
         gre=EchoSeries(gre.astype(np.complex64), tuple(gre_echo_times_ms), image_kind="complex",
                        precession_clockwise=False, fat_suppressed=False,
                        metadata={"series_description": "Multi-echo GRE"}, **series),

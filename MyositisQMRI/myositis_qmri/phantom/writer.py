@@ -52,7 +52,7 @@ def exam_series(exam) -> list[tuple[str, SeriesSpec]]:
                                                                       acquisition_contrast="T1")], g, thick,
                                   dict(spin_echo, SequenceName="*tse2d1_3", MRAcquisitionType="2D",
                                        RepetitionTime=650.0, FlipAngle=150, EchoTrainLength=3))),
-        ("02_MESE", SeriesSpec(f"se_mc_t2map_{len(mese_te)}echoes", 2,
+        ("02_MESE", SeriesSpec(f"se_mc_{len(mese_te)}echoes", 2,
                                _echo_stacks(exam.mese.array, mese_te, magnitude, acquisition_contrast="T2"),
                                g, thick, dict(spin_echo, MRAcquisitionType="3D", RepetitionTime=4000.0,
                                               FlipAngle=180, EchoTrainLength=len(mese_te)))),
