@@ -90,9 +90,9 @@ class Frame:
 
 
 def read_header(path: str | Path) -> pydicom.Dataset:
-    """Header only (no pixels); raises NotUsable with a reason for anything unreadable."""
+    """Header with large values (pixels) deferred, not read; NotUsable for anything unreadable."""
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        ds = pydicom.dcmread(str(path), defer_size="16 KB")
     except InvalidDicomError:
         raise NotUsable("not a DICOM file") from None
     except (OSError, EOFError) as exc:
@@ -195,6 +195,8 @@ def _header_info(ds) -> dict:
     if ti is None and modifier is not None:
         ti = _num(modifier.get("InversionTimes"))
     measures = _first(_first(ds, "SharedFunctionalGroupsSequence"), "PixelMeasuresSequence")
+    if measures is None:
+        measures = _first(_first(ds, "PerFrameFunctionalGroupsSequence"), "PixelMeasuresSequence")
     measures = measures if measures is not None else ds
     return {
         "slice_thickness": _num(measures.get("SliceThickness")),
@@ -229,15 +231,20 @@ def _header_info(ds) -> dict:
 
 def _check_pixel_bytes(ds, path: str, n_frames: int) -> None:
     """A truncated file ends before its pixel data does; catch it before any pixels are read."""
-    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise NotUsable("DICOM without pixel data")
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if syntax is not None and getattr(syntax, "is_compressed", False):
+        return  # encapsulated: a damaged stream is caught when its pixels are decoded
+    element = ds.get_item("PixelData")
+    start = getattr(element, "file_tell", None) or getattr(element, "value_tell", None)
+    if start is None:
         return
     bits = _num(ds.get("BitsAllocated"), int) or 16
-    samples = _num(ds.get("SamplesPerPixel"), int) or 1
-    needed = int(ds.Rows) * int(ds.Columns) * n_frames * samples * bits // 8
+    needed = int(ds.Rows) * int(ds.Columns) * n_frames * bits // 8
     size = os.path.getsize(path)
-    if size < needed:
-        raise NotUsable(f"truncated: file has {size} bytes, its pixel data alone needs {needed}")
+    if size < start + needed:
+        raise NotUsable(f"truncated: pixel data ends at byte {size}, needs {start + needed}")
 
 
 def frames_from_file(path: str | Path) -> list[Frame]:
