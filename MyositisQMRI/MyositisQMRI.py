@@ -495,11 +495,24 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
             rows = study.rows_from_inspect_json(result.stdout)
             if not rows:
                 raise ValueError(f"No image series found in {folder}.")
-            self.saveStudyRows(p, rows)
+            self.saveStudyRows(p, self.withDicomFiles(folder, rows))
             if onDone:
                 onDone()
 
         return self.startJob("inspect", [folder, "--json"], done)
+
+    @staticmethod
+    def withDicomFiles(folder, rows):
+        """Index the folder in Slicer's DICOM database and give each series its file list."""
+        if not any(r.series_uid and not r.files for r in rows):
+            return rows
+        from DICOMLib import DICOMUtils
+
+        if not slicer.dicomDatabase or not slicer.dicomDatabase.isOpen:
+            DICOMUtils.openTemporaryDatabase()
+        DICOMUtils.importDicom(folder)
+        return study.with_files(rows, {r.series_uid: list(slicer.dicomDatabase.filesForSeries(r.series_uid))
+                                       for r in rows if r.series_uid})
 
     def saveStudyRows(self, p, rows) -> None:
         p.studyJson = json.dumps([r.__dict__ for r in rows])
@@ -519,8 +532,17 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         inputs = study.choose_inputs(self.studyRows(p))
         if inputs.structural is None:
             raise ValueError("No structural series in the study; set one series' role to 'Structural'.")
-        paths = study.series_arguments(inputs.structural)
-        node = slicer.util.loadVolume(paths[0], {"singleFile": len(paths) == 1, "name": inputs.structural.description})
+        row = inputs.structural
+        if row.series_uid and slicer.dicomDatabase and slicer.dicomDatabase.isOpen:
+            from DICOMLib import DICOMUtils
+
+            loaded = DICOMUtils.loadSeriesByUID([row.series_uid])
+            node = slicer.mrmlScene.GetNodeByID(loaded[0]) if loaded else None
+        else:
+            paths = study.series_arguments(row)
+            node = slicer.util.loadVolume(paths[0], {"singleFile": len(paths) == 1, "name": row.description})
+        if node is None:
+            raise RuntimeError(f"Slicer could not load the series '{row.description}'.")
         p.structuralVolume = node
         slicer.util.setSliceViewerLayers(background=node, fit=True)
         return node
@@ -531,11 +553,11 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         """T2/B1 from the MESE input, then FF, each as a background job; loads the maps."""
         work = self.workFolder(p)
         inputs = study.choose_inputs(self.studyRows(p))
-        echoInputs, echoTimes = pipeline.study_t2_inputs(inputs), p.echoTimesMs
+        echoInputs, echoTimes = pipeline.study_t2_inputs(inputs, work / "series"), p.echoTimesMs
         if not echoInputs and p.meseSequence:
             paths, times = slicer_bridge.export_echo_volumes(p.meseSequence, work, "mese")
             echoInputs, echoTimes = [str(x) for x in paths], (p.echoTimesMs or times)
-        ffKw = {"dicom": pipeline.study_ff_inputs(inputs), "method": p.ffMethod, "field_t": p.fieldStrengthT}
+        ffKw = {"dicom": pipeline.study_ff_inputs(inputs, work / "series"), "method": p.ffMethod, "field_t": p.fieldStrengthT}
         for name, node in (("water", p.waterVolume), ("fat", p.fatVolume), ("ff_map", p.ffMapVolume)):
             if node:
                 ffKw[name] = str(slicer_bridge.export_volume(node, work, f"input_{name}"))

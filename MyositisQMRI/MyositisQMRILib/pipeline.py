@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .study import StudyInputs, series_arguments
+from .study import StudyInputs, link_series
 
 T2_OUTPUTS = ("t2w.nii.gz", "ffmese.nii.gz", "b1.nii.gz")
 FF_OUTPUTS = ("ff.nii.gz",)
@@ -60,15 +60,17 @@ def report_arguments(seg: str | Path, out: str | Path, t2: str | Path | None = N
     if not t2 and not ff:
         raise ValueError("the report needs a T2 map or a fat-fraction map")
     return [("--seg", seg), ("--t2", t2), ("--ff", ff), ("--out", out), ("--previous", previous),
-            ("--scoring", scoring), ("--reviewer-grades", reviewer_grades)]
+            ("--scoring", scoring), ("--overrides", reviewer_grades)]
 
 
-def study_t2_inputs(inputs: StudyInputs) -> list[str]:
-    return series_arguments(inputs.mese) if inputs.mese else []
+def study_t2_inputs(inputs: StudyInputs, series_folder: str | Path) -> list[str]:
+    """The chosen MESE series as one folder of its own (see `study.link_series`)."""
+    return [str(link_series(inputs.mese, series_folder))] if inputs.mese else []
 
 
-def study_ff_inputs(inputs: StudyInputs) -> list[str]:
-    return [path for row in inputs.dixon for path in series_arguments(row)]
+def study_ff_inputs(inputs: StudyInputs, series_folder: str | Path) -> list[str]:
+    """Each chosen Dixon/FF series as a folder of its own; `ff` pairs them by kind and echo."""
+    return [str(link_series(row, series_folder)) for row in inputs.dixon]
 
 
 def phantom_arguments(folder: str | Path, seed: int = 7, size: str = "small", flavour: str = "classic") -> list[str]:

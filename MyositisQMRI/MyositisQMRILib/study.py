@@ -7,7 +7,9 @@ model turns the chosen roles into the inputs of the `t2`, `ff` and `segment` com
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 ROLE_MESE = "MESE (T2)"
@@ -34,8 +36,9 @@ class SeriesRow:
 
     description: str
     classification: str
-    source: str                      # what the core accepts as input for this series
-    files: tuple[str, ...] = ()
+    series_uid: str = ""
+    source: str = ""                 # "dicom", "nifti", ... as inspect reports it
+    files: tuple[str, ...] = ()      # the series' files, once known (inspect or DICOM database)
     vendor: str = ""
     n_echoes: int = 0
     echo_times_ms: tuple[float, ...] = ()
@@ -51,8 +54,10 @@ class SeriesRow:
         parts = [self.classification or "unknown"]
         if self.n_echoes > 1:
             parts.append(f"{self.n_echoes} echoes")
-        if self.echo_times_ms:
+        if len(self.echo_times_ms) > 1:
             parts.append(f"TE {self.echo_times_ms[0]:g}-{self.echo_times_ms[-1]:g} ms")
+        elif self.echo_times_ms:
+            parts.append(f"TE {self.echo_times_ms[0]:g} ms")
         if self.matrix:
             parts.append(self.matrix)
         if self.n_slices:
@@ -78,14 +83,16 @@ def _matrix_text(value: Any) -> str:
 def row_from_inspect(entry: dict) -> SeriesRow:
     """One series entry of `inspect --json` to a row with the default role."""
     files = tuple(str(f) for f in _get(entry, "files", "source_files", default=()) or ())
-    source = str(_get(entry, "path", "source", "folder", default=files[0] if files else ""))
+    if not files and _get(entry, "path"):
+        files = (str(entry["path"]),)
     classification = str(_get(entry, "classification", "series_class", "class", default="unknown"))
     echo_times = tuple(float(t) for t in (_get(entry, "echo_times_ms", "te_ms", default=()) or ()))
     usable = bool(_get(entry, "usable", default=not _get(entry, "reason", "error", default="")))
     row = SeriesRow(
         description=str(_get(entry, "series_description", "description", default="(no description)")),
         classification=classification,
-        source=source,
+        series_uid=str(_get(entry, "series_uid", default="")),
+        source=str(_get(entry, "source", default="")),
         files=files,
         vendor=str(_get(entry, "vendor", "manufacturer", default="")),
         n_echoes=int(_get(entry, "n_echoes", "echoes", default=len(echo_times)) or 0),
@@ -101,13 +108,11 @@ def row_from_inspect(entry: dict) -> SeriesRow:
 def rows_from_inspect_json(text: str) -> list[SeriesRow]:
     """Parse the stdout of `myositis-qmri inspect PATH --json` (a list, or {"series": [...]})."""
     data = json.loads(text)
-    entries = data.get("series", []) if isinstance(data, dict) else data
-    rows = [row_from_inspect(entry) for entry in entries]
-    if isinstance(data, dict):
-        for problem in data.get("unreadable", data.get("problems", [])) or []:
-            rows.append(SeriesRow(description=str(problem.get("path", "?")), classification="unreadable",
-                                  source=str(problem.get("path", "")), usable=False,
-                                  reason=str(problem.get("reason", ""))))
+    rows = [row_from_inspect(entry) for entry in data.get("series", [])]
+    for problem in data.get("problems", []) or []:
+        rows.append(SeriesRow(description=str(problem.get("path", "?")), classification="unreadable",
+                              files=(str(problem.get("path", "")),), usable=False,
+                              reason=str(problem.get("reason", ""))))
     return rows
 
 
@@ -146,6 +151,39 @@ def choose_inputs(rows: list[SeriesRow]) -> StudyInputs:
     return StudyInputs(mese[0] if mese else None, ranked(ROLE_DIXON), structural[0] if structural else None)
 
 
+def with_files(rows: list[SeriesRow], files_by_uid: dict[str, list[str]]) -> list[SeriesRow]:
+    """Rows with their files filled in from a series-UID lookup (Slicer's DICOM database)."""
+    return [replace(r, files=tuple(files_by_uid.get(r.series_uid, ()))) if not r.files and r.series_uid else r
+            for r in rows]
+
+
+def link_series(row: SeriesRow, folder: str | Path) -> Path:
+    """A folder holding only this series' files (symbolic links, copies where links fail).
+
+    The core reads a DICOM folder; giving it one folder per series makes the user's role
+    choice exact even when the study folder mixes series. The source files are not touched.
+    """
+    if not row.files:
+        raise ValueError(f"the files of series '{row.description}' are not known")
+    target = Path(folder) / _safe_name(row.series_uid or row.description)
+    target.mkdir(parents=True, exist_ok=True)
+    for index, source in enumerate(row.files):
+        link = target / f"{index:05d}_{Path(source).name}"
+        if link.exists() or link.is_symlink():
+            continue
+        try:
+            link.symlink_to(Path(source).resolve())
+        except OSError:            # e.g. Windows without the symlink privilege
+            shutil.copy2(source, link)
+    return target
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:80] or "series"
+
+
 def series_arguments(row: SeriesRow) -> list[str]:
-    """Paths the core reads for one series: its files when listed, else its source."""
-    return list(row.files) if row.files else [row.source]
+    """Paths the core reads for one series (its files)."""
+    if not row.files:
+        raise ValueError(f"the files of series '{row.description}' are not known")
+    return list(row.files)

@@ -1,0 +1,159 @@
+"""Background jobs of the Slicer module: command building, progress parsing, run and cancel.
+
+The jobs run real child processes (the core's progress module and `inspect`), exactly as the
+Slicer module starts them, only polled here instead of by a qt.QTimer.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MyositisQMRI"))
+
+from MyositisQMRILib import jobs, pipeline, study  # noqa: E402
+
+
+def test_parse_progress_step_error_and_log_lines():
+    assert jobs.parse_line("PROGRESS 0.2500 fitting T2\n") == jobs.JobEvent("progress", "fitting T2", 0.25)
+    assert jobs.parse_line("PROGRESS 1.7 x").fraction == 1.0        # clamped
+    assert jobs.parse_line("PROGRESS nan? x").kind == "log"
+    assert jobs.parse_line("STEP segment: loading model") == jobs.JobEvent("step", "segment: loading model")
+    error = jobs.parse_line("myositis-qmri t2: error: /data/x.nii.gz: a single echo cannot be fitted")
+    assert error == jobs.JobEvent("error", "t2: /data/x.nii.gz: a single echo cannot be fitted")
+    internal = jobs.parse_line("myositis-qmri segment: internal error: ValueError: bad (rerun with --debug)")
+    assert internal.kind == "error" and internal.text.startswith("segment: ValueError")
+    assert jobs.parse_line("some warning").kind == "log"
+
+
+def test_core_command_drops_unset_options_and_expands_lists():
+    argv = jobs.core_command("ff", ["a", ("--water", None), ("--flag", True), ("--off", False),
+                                    ("--te-ms", [1.2, 2.4]), ("--out", Path("/o"))], python="py")
+    assert argv == ["py", "-m", "myositis_qmri", "ff", "a", "--flag", "--te-ms", "1.2", "2.4", "--out", "/o"]
+
+
+def test_core_environment_turns_progress_lines_on_and_finds_the_core():
+    env = jobs.core_environment({"PYTHONPATH": "/other"})
+    assert env["MYOSITIS_QMRI_PROGRESS"] == "lines"
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(jobs.MODULE_DIR), "/other"]
+    assert (jobs.MODULE_DIR / "myositis_qmri" / "cli.py").is_file()
+
+
+def test_pipeline_arguments_follow_the_command_line_contract():
+    t2 = jobs.core_command("t2", pipeline.t2_arguments(["/s/mese"], "/w/t2", " 10, 20,30 ", "epg", ""), "py")
+    assert t2[3:] == ["t2", "/s/mese", "--out", "/w/t2", "--te-ms", "10,20,30", "--model", "epg", "--fat-t2", "auto"]
+    ff = jobs.core_command("ff", pipeline.ff_arguments("/w/ff", ["/s/gre", "/s/ph"], method="multiecho",
+                                                         echo_times_ms=[1.2, 2.46], field_t=3.0), "py")
+    assert ff[3:] == ["ff", "/s/gre", "/s/ph", "--out", "/w/ff", "--method", "multiecho",
+                      "--te-ms", "1.2,2.46", "--field-t", "3"]
+    assert jobs.core_command("ff", pipeline.ff_arguments("/o", ff_map="/m.nii.gz"), "py")[4:] == \
+        ["--ff-map", "/m.nii.gz", "--out", "/o", "--method", "auto"]
+    seg = jobs.core_command("segment", pipeline.segment_arguments("/i.nii.gz", "/w/seg"), "py")
+    assert seg[3:] == ["segment", "/i.nii.gz", "--out", "/w/seg"]
+    report = jobs.core_command("report", pipeline.report_arguments("/l.nii.gz", "/r", ff="/ff.nii.gz",
+                                                                   reviewer_grades="/g.json"), "py")
+    assert report[3:] == ["report", "--seg", "/l.nii.gz", "--ff", "/ff.nii.gz", "--out", "/r",
+                          "--overrides", "/g.json"]
+    with pytest.raises(ValueError):
+        pipeline.t2_arguments([], "/o")
+    with pytest.raises(ValueError):
+        pipeline.ff_arguments("/o", water="/w.nii.gz")          # water without fat
+    with pytest.raises(ValueError):
+        pipeline.report_arguments("/l", "/o")
+
+
+def _python_job(code: str) -> jobs.BackgroundJob:
+    return jobs.BackgroundJob([sys.executable, "-c", code], jobs.core_environment()).start()
+
+
+def test_job_reports_core_progress_lines_and_stdout():
+    code = ("from myositis_qmri.progress import track, step\n"
+            "step('fitting')\n"
+            "import time\n"
+            "for i in track(range(4), desc='slices'): time.sleep(0.25)\n"
+            "print('done')")
+    job = _python_job(code)
+    seen = []
+    while job.running:
+        seen += job.poll()
+        time.sleep(0.02)
+    assert job.result.returncode == 0 and job.result.error is None
+    assert job.result.stdout.strip() == "done"
+    assert jobs.JobEvent("step", "fitting") in seen
+    fractions = [e.fraction for e in seen if e.kind == "progress"]
+    assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert job.fraction == 1.0 and job.description == "slices"
+
+
+def test_job_error_is_the_core_one_line_message(tmp_path):
+    missing = tmp_path / "nothing-here"
+    job = jobs.BackgroundJob(jobs.core_command("inspect", [str(missing), "--json"], sys.executable),
+                             jobs.core_environment()).start()
+    result = job.wait(timeout_s=120)
+    assert result.returncode == 2
+    assert result.error.startswith("inspect: ") and str(missing) in result.error
+    assert "Traceback" not in result.error
+
+
+def test_cancel_stops_the_child_and_its_children():
+    code = ("import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(60)")
+    job = _python_job(code)
+    deadline = time.monotonic() + 30
+    while not job._stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(job._stdout[0])
+    job.cancel(grace_s=2.0)
+    result = job.wait(timeout_s=30)
+    assert job.cancelled and result.error == "cancelled" and result.returncode != 0
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        _alive(grandchild)
+
+
+def _alive(pid: int) -> None:
+    os.kill(pid, 0)
+    # a zombie is dead too: reaped by init once its parent is gone
+    status = Path(f"/proc/{pid}/status")
+    if status.exists() and "zombie" in status.read_text():
+        raise ProcessLookupError(pid)
+
+
+def test_inspect_job_on_phantom_study_gives_rows_and_series_folders(tmp_path):
+    from myositis_qmri.phantom import make_exam, write_exam
+
+    written = write_exam(make_exam(3, "small"), tmp_path / "exam")
+    job = jobs.BackgroundJob(jobs.core_command("inspect", [str(written["dicom"]), "--json"], sys.executable),
+                             jobs.core_environment()).start()
+    result = job.wait(timeout_s=300)
+    assert result.returncode == 0, result.error
+    rows = study.rows_from_inspect_json(result.stdout)
+    inputs = study.choose_inputs(rows)
+    assert inputs.mese.n_echoes == 17 and inputs.structural.classification == "t1w"
+    assert {r.classification for r in inputs.dixon} >= {"multiecho_gre", "vendor_ff"}
+
+    # The Slicer side fills files from its DICOM database; here from the phantom writer's list.
+    import pydicom
+
+    files_by_uid = {}
+    for files in written["series"].values():
+        uid = pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID
+        files_by_uid[uid] = [str(f) for f in files]
+    rows = study.with_files(rows, files_by_uid)
+    inputs = study.choose_inputs(rows)
+    t2_inputs = pipeline.study_t2_inputs(inputs, tmp_path / "series")
+    assert len(t2_inputs) == 1
+    linked = sorted(Path(t2_inputs[0]).iterdir())
+    assert len(linked) == len(inputs.mese.files)
+    assert all(p.resolve() in {Path(f).resolve() for f in inputs.mese.files} for p in linked)
+
+    # The linked folder holds exactly the MESE series: inspect on it finds only that series.
+    again = jobs.BackgroundJob(jobs.core_command("inspect", [t2_inputs[0], "--json"], sys.executable),
+                               jobs.core_environment()).start().wait(timeout_s=300)
+    only = study.rows_from_inspect_json(again.stdout)
+    assert [r.classification for r in only] == ["mese"]
