@@ -73,7 +73,7 @@ def classify_series(kinds: Iterable[ImageKind], echo_times_ms=(), *, scanning_se
     if n_echoes >= 2:
         if spin is False or (ImageKind.PHASE in kinds and spin is not True):
             return SeriesClass.MULTIECHO_GRE
-        if spin is True and n_echoes >= 4 and (not te or equally_spaced(te)):
+        if spin is True and n_echoes >= 4:  # unequal spacing is the T2 fit's error to report
             return SeriesClass.MESE
         if spin is None and te and n_echoes >= 4 and equally_spaced(te) and te[0] >= 5.0:
             return SeriesClass.MESE

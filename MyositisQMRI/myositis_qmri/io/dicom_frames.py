@@ -232,7 +232,7 @@ def _header_info(ds) -> dict:
 def _check_pixel_bytes(ds, path: str, n_frames: int) -> None:
     """A truncated file ends before its pixel data does; catch it before any pixels are read."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise NotUsable("DICOM without pixel data")
+        raise NotUsable("image header but no pixel data (truncated file?)")
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if syntax is not None and getattr(syntax, "is_compressed", False):
         return  # encapsulated: a damaged stream is caught when its pixels are decoded
