@@ -64,17 +64,18 @@ def _describe_inputs(inputs: ReportInputs) -> dict:
 
 def build_report(inputs: ReportInputs, config: dict, *, erode: bool = False, previous: dict | None = None,
                  reviews: dict | None = None) -> dict:
-    """The report dict: per-muscle numbers, grades (reviewer grades kept), change since `previous`."""
+    """The report dict: per-muscle numbers, grades, change since `previous` (an earlier visit).
+
+    `reviews` ({muscle key: {kind: grade entry}}, see `collect_reviews`) are the reviewer's
+    grades for this same study; they replace the automatic grades, which are kept beside them.
+    """
     step("report: per-muscle statistics" + (" (masks eroded)" if erode else ""))
     result = stats.compute_statistics(
         inputs.labels, {"t2": inputs.t2, "ff": inputs.ff}, erode=erode,
         erosion_voxels=int(config.get("stats", {}).get("erosion_voxels", 1)),
         edema_threshold_ms=float(config["edema"]["normal_threshold_ms"]),
         sources={"seg": inputs.paths.get("segmentation")})
-    # Reviewer grades from the previous report survive unless an explicit override replaces them.
-    merged_reviews = dict(scoring.reviews_from_report(previous) if previous else {})
-    for key, review in (reviews or {}).items():
-        merged_reviews[key] = {**merged_reviews.get(key, {}), **review}
+    merged_reviews = reviews or {}
     labels_by_kind = {"edema": config["edema"]["labels"], "fat": config["fat"]["labels"]}
     for row in result["muscles"]:
         if row["empty"]:
@@ -136,3 +137,11 @@ def write_report(report: dict, inputs: ReportInputs, out_dir: str | Path, *, for
         step("report: de-identified copies")
         outputs.update(write_anonymized_copies(report, figures, out_dir))
     return outputs
+
+
+def collect_reviews(prior_report: dict | None = None, overrides: dict | None = None) -> dict:
+    """Reviewer grades of this study: those in its earlier report.json, then an overrides file on top."""
+    reviews = dict(scoring.reviews_from_report(prior_report) if prior_report else {})
+    for key, review in (overrides or {}).items():
+        reviews[key] = {**reviews.get(key, {}), **review}
+    return reviews

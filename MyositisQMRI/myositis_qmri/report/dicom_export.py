@@ -8,20 +8,20 @@ series copy patient and study from their source series and reference it.
 """
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
 from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_path
+from ..io.dicom_write import ImageStack, SeriesSpec, StudyInfo, write_series
 from ..segmentation.labels import CATEGORY_CODE, LABEL_BY_VALUE, SIDE_CODES
 from ..volume import Volume
 
@@ -37,9 +37,9 @@ SKELETAL_MUSCLE = hd.sr.CodedConcept("127954009", "SCT", "Skeletal muscle")
 MS = hd.sr.CodedConcept("ms", "UCUM", "millisecond")
 PERCENT = hd.sr.CodedConcept("%", "UCUM", "percent")
 ML = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
-MAP_SPECS = {  # kind -> (description, ImageType value 3, slope, UCUM unit, LUT label)
-    "t2": ("Water T2 map (ms)", "T2_MAP", 0.1, ("ms", "millisecond"), "WATER_T2"),
-    "ff": ("Fat fraction map (%)", "FF_MAP", 0.01, ("%", "percent"), "FAT_FRACTION"),
+MAP_SPECS = {  # kind -> (series description, ImageType value 3, rescale slope, UCUM unit, series number)
+    "t2": ("Water T2 map (ms)", "T2_MAP", 0.1, "ms", 9010),
+    "ff": ("Fat fraction map (%)", "FF", 0.01, "%", 9011),
 }
 
 
@@ -187,79 +187,34 @@ def write_sr(report: dict, seg: Dataset, sources: list[Dataset], path: Path) -> 
     return sr
 
 
-def write_map_series(volume: Volume, kind: str, reference: list[Dataset], folder: Path,
-                     template: Dataset | None = None) -> list[Path]:
-    """A map as an MR derived series: int16 pixels, RescaleSlope and a Real World Value Mapping in
-    true units, one instance per slice. Patient/study come from `template` (default: the first
-    `reference` instance); `reference`, the map's own source series, is referenced when given."""
-    description, image_type, slope, (unit_code, unit_meaning), lut_label = MAP_SPECS[kind]
-    template = template if template is not None else (reference[0] if reference else None)
+def _study_info(template: Dataset | None, volume: Volume) -> StudyInfo:
+    """Patient and study of the source series, for derived series written into the same study."""
+    def get(keyword, default=""):
+        value = template.get(keyword) if template is not None else None
+        return default if value is None else str(value)
+
+    return StudyInfo(
+        study_uid=get("StudyInstanceUID") or volume.metadata.get("study_uid") or generate_uid(),
+        frame_of_reference_uid=get("FrameOfReferenceUID") or volume.metadata.get("frame_of_reference_uid")
+        or generate_uid(),
+        patient_name=get("PatientName"), patient_id=get("PatientID"), patient_birth_date=get("PatientBirthDate"),
+        patient_sex=get("PatientSex"), study_date=get("StudyDate"), study_time=get("StudyTime", "000000") or "000000",
+        study_id=get("StudyID"), accession_number=get("AccessionNumber"), study_description=get("StudyDescription"),
+        manufacturer=MANUFACTURER, model=f"myositis-qmri {__version__}",
+        field_strength_t=float(get("MagneticFieldStrength", "0") or 0), institution=get("InstitutionName"),
+        patient_position=get("PatientPosition", "FFS") or "FFS", body_part=get("BodyPartExamined", "THIGH") or "THIGH")
+
+
+def write_map_series(volume: Volume, kind: str, folder: Path, template: Dataset | None = None) -> list[Path]:
+    """A map as an MR derived series in true units (RescaleSlope and Real World Value Mapping, UCUM),
+    through the project's DICOM writer; non-finite voxels are stored as 0 and negative ones clipped."""
+    description, image_type, slope, units, number = MAP_SPECS[kind]
     values = np.nan_to_num(volume.array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    stored = np.clip(np.rint(values / slope), -32768, 32767).astype(np.int16)
-    geometry = volume.geometry
-    direction = geometry.direction_matrix()
-    series_uid, now = generate_uid(), _dt.datetime.now()
-    frame_of_reference = (template.get("FrameOfReferenceUID") if template is not None else None) or \
-        volume.metadata.get("frame_of_reference_uid") or generate_uid()
-    study_uid = (template.get("StudyInstanceUID") if template is not None else None) or \
-        volume.metadata.get("study_uid") or generate_uid()
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for z in range(stored.shape[0]):
-        ds = Dataset()
-        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-                        "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
-                        "StudyDescription", "MagneticFieldStrength"):
-            if template is not None and keyword in template:
-                setattr(ds, keyword, template.data_element(keyword).value)
-        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                        "StudyID", "AccessionNumber", "ReferringPhysicianName"):  # Type 2: present, maybe empty
-            if keyword not in ds:
-                setattr(ds, keyword, "")
-        ds.StudyInstanceUID = study_uid
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
-        ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = series_uid, 9010 + list(MAP_SPECS).index(kind), z + 1
-        ds.Modality, ds.Manufacturer, ds.SoftwareVersions = "MR", MANUFACTURER, __version__
-        ds.SeriesDescription = description
-        ds.ImageType = ["DERIVED", "PRIMARY", image_type]
-        ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame_of_reference, ""
-        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "NONE", "", "2D"
-        ds.EchoTime, ds.RepetitionTime, ds.EchoTrainLength = None, None, None
-        ds.ImagePositionPatient = [float(v) for v in geometry.index_to_physical(np.array([0.0, 0.0, z]))]
-        ds.ImageOrientationPatient = [float(v) for v in (*direction[:, 0], *direction[:, 1])]
-        ds.PixelSpacing = [volume.spacing_mm[1], volume.spacing_mm[0]]
-        ds.SliceThickness = volume.spacing_mm[2]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = slope, 0.0, unit_code.upper() if kind == "t2" else "US"
-        ds.WindowCenter, ds.WindowWidth = (40 / slope, 40 / slope) if kind == "t2" else (50 / slope, 100 / slope)
-        mapping = Dataset()
-        mapping.RealWorldValueFirstValueMapped, mapping.RealWorldValueLastValueMapped = -32768, 32767
-        mapping.RealWorldValueSlope, mapping.RealWorldValueIntercept = slope, 0.0
-        mapping.LUTLabel, mapping.LUTExplanation = lut_label, description
-        unit = Dataset()
-        unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = unit_code, "UCUM", unit_meaning
-        mapping.MeasurementUnitsCodeSequence = Sequence([unit])
-        ds.RealWorldValueMappingSequence = Sequence([mapping])
-        if reference:
-            ref = Dataset()
-            ref.SeriesInstanceUID = reference[0].SeriesInstanceUID
-            ds.ReferencedSeriesSequence = Sequence([ref])
-            source = Dataset()
-            source.ReferencedSOPClassUID = reference[min(z, len(reference) - 1)].SOPClassUID
-            source.ReferencedSOPInstanceUID = reference[min(z, len(reference) - 1)].SOPInstanceUID
-            ds.SourceImageSequence = Sequence([source])
-        ds.PixelData = stored[z].tobytes()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta = meta
-        path = folder / f"{kind}_{z + 1:04d}.dcm"
-        _save(ds, path)
-        paths.append(path)
-    return paths
+    values = np.clip(values, 0.0, (2 ** 16 - 1) * slope)
+    stack = ImageStack(values, ("DERIVED", "PRIMARY", image_type), rescale_slope=slope)
+    spec = SeriesSpec(description, number, [stack], volume.geometry, units=units,
+                      acquisition={"SoftwareVersions": __version__, "DerivationDescription": description})
+    return write_series(_study_info(template, volume), spec, folder, "classic", entropy=generate_uid())
 
 
 def _save(ds: Dataset, path: Path) -> None:
@@ -279,10 +234,8 @@ def write_dicom_outputs(report: dict, inputs, out_dir: Path) -> dict:
     for kind, volume in (("t2", inputs.t2), ("ff", inputs.ff)):
         if volume is None:
             continue
-        reference = inputs.source_dicom.get(kind) or []
-        if reference and len(reference) != volume.array.shape[0]:
-            reference = []  # not slice-for-slice: reference nothing rather than the wrong images
+        template = (inputs.source_dicom.get(kind) or sources)[0]
         folder = out_dir / "dicom" / f"{kind}_map"
-        write_map_series(volume, kind, reference, folder, template=(reference or sources)[0])
+        write_map_series(volume, kind, folder, template)
         outputs[f"dicom_{kind}_map"] = str(folder)
     return outputs

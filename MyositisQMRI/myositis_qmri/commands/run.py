@@ -1,0 +1,41 @@
+"""`myositis-qmri run STUDY --out DIR`: discover, T2 map, FF map, segmentation, report.
+
+Each step prints what it does; missing inputs skip a step with the reason. Intermediate files
+stay in DIR (see pipeline.py), so after editing segmentation/muscles.nii.gz, `run --reuse` or
+`myositis-qmri report` recomputes only the report.
+"""
+from __future__ import annotations
+
+from ..pipeline import RunOptions, run_study
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("study", help="study folder (DICOM, or NIfTI/NRRD files)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--t2-model", default="epg", choices=("epg", "mono"))
+    parser.add_argument("--profile", dest="t2_profile", choices=("2d", "3d"), default=None)
+    parser.add_argument("--fat-t2", dest="fat_t2_ms", default="151", help="fat T2 in ms, or 'auto'")
+    parser.add_argument("--ff-method", default="auto")
+    parser.add_argument("--model", dest="seg_model", help="segmentation model file (default: the shipped one)")
+    parser.add_argument("--reuse", action="store_true", help="keep outputs already in DIR (e.g. an edited segmentation)")
+    parser.add_argument("--erode", action="store_true")
+    parser.add_argument("--scoring")
+    parser.add_argument("--previous")
+    parser.add_argument("--review")
+    parser.add_argument("--anonymize", action="store_true")
+
+
+def options_from_args(args) -> RunOptions:
+    fat_t2 = args.fat_t2_ms if args.fat_t2_ms == "auto" else float(args.fat_t2_ms)
+    return RunOptions(t2_model=args.t2_model, t2_profile=args.t2_profile, fat_t2_ms=fat_t2, ff_method=args.ff_method,
+                      seg_model=args.seg_model, erode=args.erode, scoring=args.scoring, previous=args.previous,
+                      review=args.review, anonymize=args.anonymize, reuse=args.reuse)
+
+
+def main(args) -> int:
+    summary = run_study(args.study, args.out, options_from_args(args))
+    for name, info in summary["steps"].items():
+        print(f"{name:9s} {info['status']:8s} {info['message']}")
+    print(f"to recompute only the report: {summary['rerun_report']}")
+    print(summary["report_html"])
+    return 0

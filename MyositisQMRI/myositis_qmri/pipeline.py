@@ -1,0 +1,274 @@
+"""The whole pipeline on one study: discover -> T2 map -> FF map -> segmentation -> report.
+
+Each step announces itself, writes its results under the output folder with names that say
+what they are, and is skipped with a clear message when its inputs are missing (a study
+without MESE still gets an FF-only report). With `reuse`, a step whose output already exists
+is not recomputed, so a user can edit `segmentation/muscles.nii.gz` and rerun only the report
+(or run `myositis-qmri report` on the files directly). Reviewer grades already in the output
+folder's report.json are always kept.
+
+Layout of the output folder:
+    inventory.json                  the series found and the files left out
+    maps/t2/t2w.nii.gz ...          water T2 (ms), ffmese, b1, fit quality
+    maps/ff/ff.nii.gz ...           fat fraction (%), water, fat, ...
+    segmentation/muscles.nii.gz     label map on the structural grid (+ .seg.nrrd, labels.json)
+    anatomy.nii.gz                  the structural image segmented (overlay background)
+    report.json/.csv/.html/.pdf     the report; seg.dcm, report_sr.dcm, dicom/ when the study is DICOM
+    run_summary.json                what each step did
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .errors import InputError
+from .io.atomic import write_text_atomic
+from .io.kinds import ImageKind
+from .io.nifti import read_volume, write_volume
+from .progress import step
+from .volume import Volume
+
+
+@dataclass
+class RunOptions:
+    """Options of `run` (and of each batch study); a plain dict with these keys works too."""
+
+    t2_model: str = "epg"
+    t2_profile: str | None = None
+    fat_t2_ms: float | str = 151.0
+    ff_method: str = "auto"
+    seg_model: str | None = None
+    erode: bool = False
+    scoring: str | None = None
+    previous: str | None = None
+    review: str | None = None
+    anonymize: bool = False
+    reuse: bool = False
+    formats: tuple = ("json", "csv", "html", "pdf", "dicom")
+
+    @classmethod
+    def from_any(cls, options) -> "RunOptions":
+        if options is None:
+            return cls()
+        if isinstance(options, cls):
+            return options
+        known = {f.name for f in fields(cls)}
+        unknown = set(options) - known
+        if unknown:
+            raise InputError("options", f"unknown run options {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**dict(options))
+
+
+def _study_header(series) -> dict:
+    """Patient and study attributes from the first DICOM file of a series (empty for NIfTI)."""
+    import pydicom
+    for path in (getattr(series, "files", None) or [])[:1]:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - NIfTI inputs have no header to show
+            return {}
+        return {key: str(ds.get(keyword)) for key, keyword in (
+            ("patient_name", "PatientName"), ("patient_id", "PatientID"), ("patient_birth_date", "PatientBirthDate"),
+            ("study_date", "StudyDate"), ("study_description", "StudyDescription"),
+            ("accession_number", "AccessionNumber"), ("study_uid", "StudyInstanceUID"),
+            ("institution", "InstitutionName"), ("manufacturer", "Manufacturer"))
+            if ds.get(keyword) not in (None, "")}
+    return {}
+
+
+def _record(summary: dict, name: str, status: str, message: str, **outputs) -> None:
+    summary["steps"][name] = {"status": status, "message": message,
+                              "outputs": {k: str(v) for k, v in outputs.items()}}
+    step(f"{name}: {status} - {message}")
+
+
+def t2_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume | None, object]:
+    target = out / "maps" / "t2" / "t2w.nii.gz"
+    mese = study.mese()
+    if opts.reuse and target.exists():
+        _record(summary, "t2", "reused", f"existing {target.relative_to(out)}", t2=target)
+        return read_volume(target), mese
+    if mese is not None:
+        from .maps.t2 import fit_water_t2
+        step(f"t2: fitting water T2 ({opts.t2_model}) on '{mese.description}' ({mese.n_echoes} echoes)")
+        maps = fit_water_t2(mese.to_echo_series(ImageKind.MAGNITUDE), model=opts.t2_model, profile=opts.t2_profile,
+                            fat_t2_ms=opts.fat_t2_ms)
+        written = maps.write(out / "maps" / "t2")
+        _record(summary, "t2", "done", f"water T2 from MESE '{mese.description}'", **written)
+        return maps.water_t2_ms.with_array(maps.water_t2_ms.array, series_description="water T2 (ms)",
+                                           source=mese.description, units="ms"), mese
+    scanner = study.vendor_map(ImageKind.T2_MAP)
+    if scanner is not None:
+        t2 = scanner.to_volume(ImageKind.T2_MAP)
+        write_volume(t2, target)
+        _record(summary, "t2", "done", f"scanner T2 map '{scanner.description}' (not fat-corrected)", t2=target)
+        return t2.with_array(t2.array, units="ms", source=scanner.description), scanner
+    _record(summary, "t2", "skipped", "no multi-echo spin-echo series or scanner T2 map in the study: "
+                                      "the report will have no edema grades")
+    return None, None
+
+
+def ff_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume | None, object]:
+    target = out / "maps" / "ff" / "ff.nii.gz"
+    gre = study.multiecho_gre()
+    water, fat, ff_series = (study.vendor_map(k) for k in (ImageKind.WATER, ImageKind.FAT, ImageKind.FAT_FRACTION))
+    if opts.reuse and target.exists():
+        _record(summary, "ff", "reused", f"existing {target.relative_to(out)}", ff=target)
+        return read_volume(target), gre or ff_series or water
+    from .maps.dixon import compute_fat_fraction
+    if gre is not None and ImageKind.PHASE in gre.image_kinds:
+        inputs, source = dict(magnitude=gre.to_echo_series(ImageKind.MAGNITUDE),
+                              phase=gre.to_echo_series(ImageKind.PHASE)), gre
+    elif gre is not None and ImageKind.REAL in gre.image_kinds and ImageKind.IMAGINARY in gre.image_kinds:
+        real, imaginary = gre.to_echo_series(ImageKind.REAL), gre.to_echo_series(ImageKind.IMAGINARY)
+        inputs, source = dict(complex_series=real.replace(array=real.array + 1j * imaginary.array,
+                                                          image_kind="complex")), gre
+    elif water is not None and fat is not None:
+        inputs, source = dict(water=water.to_volume(ImageKind.WATER), fat=fat.to_volume(ImageKind.FAT)), water
+    elif ff_series is not None:
+        inputs, source = dict(ff_map=ff_series.to_volume(ImageKind.FAT_FRACTION)), ff_series
+    elif gre is not None:
+        inputs, source = dict(magnitude=gre.to_echo_series(ImageKind.MAGNITUDE)), gre
+    else:
+        _record(summary, "ff", "skipped", "no Dixon / multi-echo GRE series or vendor water/fat/FF maps: "
+                                          "the report will have no fat grades")
+        return None, None
+    step(f"ff: fat fraction ({opts.ff_method}) from '{source.description}'")
+    maps = compute_fat_fraction(method=opts.ff_method, **inputs)
+    written = maps.write(out / "maps" / "ff")
+    _record(summary, "ff", "done", f"fat fraction from '{source.description}'", **written)
+    return maps.ff_percent.with_array(maps.ff_percent.array, series_description="fat fraction (%)",
+                                      source=source.description, units="%"), source
+
+
+def _anatomy_series(study, t2_source, ff_source):
+    """The best structural series; else a water or first-echo image, which still shows the muscles."""
+    structural = study.best_structural()
+    if structural is not None:
+        return structural, None
+    for series, kind in ((ff_source, ImageKind.MAGNITUDE), (t2_source, ImageKind.MAGNITUDE)):
+        if series is not None and kind in series.image_kinds:
+            return series, kind
+    return None, None
+
+
+def segment_step(study, out: Path, opts: RunOptions, summary: dict, t2_source, ff_source):
+    folder = out / "segmentation"
+    target = folder / "muscles.nii.gz"
+    series, kind = _anatomy_series(study, t2_source, ff_source)
+    anatomy = series.to_volume(kind) if series is not None else None
+    if anatomy is not None:
+        write_volume(anatomy, out / "anatomy.nii.gz")
+    if target.exists() and opts.reuse:
+        _record(summary, "segment", "reused", f"existing {target.relative_to(out)} (edited masks are kept)",
+                labels=target)
+        return read_volume(target), anatomy
+    if anatomy is None:
+        raise InputError(None, "no structural, water or magnitude series to segment the muscles on")
+    from .segmentation.export import write_segmentation
+    from .segmentation.infer import segment_muscles
+    step(f"segment: thigh muscles on '{series.description}'")
+    labels = segment_muscles(anatomy, model_path=opts.seg_model)
+    written = write_segmentation(labels, folder)
+    written = written if isinstance(written, dict) else {"labels": target}
+    _record(summary, "segment", "done", f"deep-learning segmentation on '{series.description}'", **written)
+    return read_volume(target) if target.exists() else labels, anatomy
+
+
+def prior_reviews(out: Path, review_path: str | None) -> tuple[dict, list[str]]:
+    """Reviewer grades to keep: those in the report.json already in `out`, then those of
+    `review_path` on top (an earlier report.json of this study, or a reviewer-overrides JSON)."""
+    from .report import scoring
+    from .report.build import collect_reviews
+    from .report.longitudinal import load_report
+    notes, prior = [], None
+    existing = out / "report.json"
+    if existing.exists():
+        prior = load_report(existing)
+        if scoring.reviews_from_report(prior):
+            notes.append(f"reviewer grades kept from the earlier {existing}")
+    overrides = None
+    if review_path:
+        data = _read_json(review_path)
+        if isinstance(data, dict) and "schema" in data and "muscles" in data:
+            overrides = scoring.reviews_from_report(load_report(review_path))
+        else:
+            overrides = scoring.reviews_from_overrides(data, review_path)
+        notes.append(f"reviewer grades applied from {review_path}")
+    return collect_reviews(prior, overrides), notes
+
+
+def _read_json(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not readable JSON ({exc})") from None
+
+
+def make_report(inputs, out: Path, opts: RunOptions) -> dict:
+    """Build and write the report for prepared inputs; returns {name: path}."""
+    from .report.build import build_report, write_report
+    from .report.longitudinal import load_report
+    from .report.scoring import load_scoring
+    config = load_scoring(opts.scoring)
+    previous = load_report(opts.previous) if opts.previous else None
+    reviews, notes = prior_reviews(out, opts.review)
+    report = build_report(inputs, config, erode=opts.erode, previous=previous, reviews=reviews)
+    report.setdefault("notes", []).extend(notes)
+    outputs = write_report(report, inputs, out, formats=tuple(opts.formats), anonymize=opts.anonymize)
+    for note in report.get("notes", []):
+        step(f"report: {note}")
+    return outputs
+
+
+def run_study(study_path, out_dir, options=None) -> dict:
+    """Run every step on one study folder; returns the run summary (also run_summary.json)."""
+    from .io.discover import discover
+    from .report.build import ReportInputs
+    from .report.dicom_export import read_source_datasets
+
+    opts = RunOptions.from_any(options)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"study": str(study_path), "out_dir": str(out), "options": asdict(opts), "steps": {}}
+    step(f"discover: reading {study_path}")
+    study = discover(study_path)
+    study.require_series(study_path)
+    inventory = {"series": [s.summary() for s in study.series],
+                 "problems": [{"file": str(f), "reason": r} for f, r in study.problems]}
+    write_text_atomic(out / "inventory.json", json.dumps(inventory, indent=2, default=str))
+    _record(summary, "discover", "done", f"{len(study.series)} series, {len(study.problems)} files left out",
+            inventory=out / "inventory.json")
+
+    t2, t2_source = t2_step(study, out, opts, summary)
+    ff, ff_source = ff_step(study, out, opts, summary)
+    if t2 is None and ff is None:
+        raise InputError(study_path, "no series to compute a water-T2 or fat-fraction map from; nothing to report")
+    labels, anatomy = segment_step(study, out, opts, summary, t2_source, ff_source)
+
+    source_dicom = {}
+    if anatomy is not None and anatomy.metadata.get("source_sop_instance_uids") and \
+            anatomy.geometry.same_grid(labels.geometry):
+        source_dicom["segmentation"] = read_source_datasets(anatomy)
+    header_series = study.best_structural() or t2_source or ff_source
+    inputs = ReportInputs(
+        labels=labels, t2=t2, ff=ff, anatomy=anatomy, study=_study_header(header_series),
+        paths={"segmentation": out / "segmentation" / "muscles.nii.gz",
+               "t2_map": out / "maps" / "t2" / "t2w.nii.gz" if t2 is not None else None,
+               "ff_map": out / "maps" / "ff" / "ff.nii.gz" if ff is not None else None},
+        source_dicom=source_dicom)
+    step("report: writing")
+    outputs = make_report(inputs, out, opts)
+    _record(summary, "report", "done", "report written", **outputs)
+    summary["report_html"] = outputs.get("html")
+    summary["report_json"] = outputs.get("json")
+    summary["rerun_report"] = (f"myositis-qmri report --seg {inputs.paths['segmentation']}"
+                               + (f" --t2 {inputs.paths['t2_map']}" if t2 is not None else "")
+                               + (f" --ff {inputs.paths['ff_map']}" if ff is not None else "")
+                               + (f" --anatomy {out / 'anatomy.nii.gz'}" if anatomy is not None else "")
+                               + f" --out {out}")
+    write_text_atomic(out / "run_summary.json", json.dumps(summary, indent=2, default=str))
+    return summary
