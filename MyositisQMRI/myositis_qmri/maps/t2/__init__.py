@@ -1,0 +1,296 @@
+"""Water T2 mapping from multi-echo spin echo (MESE).
+
+`fit_water_t2` fits every voxel with a dictionary of EPG echo trains (slice-selective "2d" or
+non-selective "3d"): water T2 and B1 free, fat T2 fixed (151 ms) or calibrated on
+subcutaneous fat (`fat_t2_ms="auto"`), water and fat amplitudes solved linearly (variable
+projection, see `projection`). The background noise floor is measured and taken out before
+fitting (see `noise`). `model="mono"` fits exp(-TE/T2); a fat-suppressed series gets a
+single-component water fit with B1. Work proceeds in slabs of slices, so memory stays
+bounded whatever the volume size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import InputError
+from ...geometry import resample_to
+from ...io.echo_times import require_uniform_spacing
+from ...io.nifti import write_volume
+from ...progress import Progress
+from ...volume import EchoSeries, Volume
+from ..relaxation import FAT_T1_MS, FAT_T2_MS
+from .dictionary import EpgDictionary, SequenceModel, build_dictionary, default_grids, simulate_trains
+from .noise import estimate_noise_power, remove_noise_floor
+from .projection import Projector, amplitudes, fit_compressed, t2_crlb
+
+__all__ = ["T2Maps", "fit_water_t2", "fit_signals", "SequenceModel", "build_dictionary"]
+
+SLAB_VOXELS = 262144
+MONO_T2_RANGE_MS = (5.0, 1000.0)
+FAT_T2_CANDIDATES_MS = np.arange(80.0, 302.0, 2.0)
+
+OUTPUT_FILES = {"water_t2_ms": "t2w.nii.gz", "ff_percent": "ffmese.nii.gz", "b1": "b1.nii.gz",
+                "residual": "residual.nii.gz", "t2_crlb_ms": "t2w_crlb.nii.gz"}
+
+
+@dataclass
+class T2Maps:
+    """Fitted maps on the input grid. Voxels outside `fit_mask` hold 0; maps a model does not
+    measure (FF for mono or fat-suppressed fits, B1 for mono) hold NaN inside the fit mask."""
+
+    water_t2_ms: Volume
+    ff_percent: Volume
+    b1: Volume
+    residual: Volume
+    t2_crlb_ms: Volume
+    fit_mask: Volume
+    info: dict = field(default_factory=dict)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write t2w, ffmese, b1, residual and t2w_crlb (.nii.gz, float32) atomically."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return {name: write_volume(getattr(self, name), out_dir / filename, np.float32)
+                for name, filename in OUTPUT_FILES.items()}
+
+
+def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "epg",
+                 profile: str | None = None, fat_t2_ms: float | str = FAT_T2_MS,
+                 fat_suppressed: bool | None = None, drop_first_echo: bool = False,
+                 noise_power: float | None = None,
+                 refocusing_width_ratio: float = SequenceModel.refocusing_width_ratio,
+                 slab_voxels: int = SLAB_VOXELS, source: str | None = None) -> T2Maps:
+    """Fit water T2 (ms), FF (%), B1 and fit-quality maps for a magnitude MESE series.
+
+    profile: "2d" (slice-selective) or "3d"; None takes it from metadata MRAcquisitionType.
+    noise_power: mean squared background magnitude; None estimates it from the background.
+    """
+    source = source or (series.metadata.get("source_files") or [None])[0]
+    if model not in ("epg", "mono"):
+        raise InputError("--model", f"model must be 'epg' or 'mono', got {model!r}")
+    if series.image_kind not in ("magnitude", None):
+        raise InputError(source, f"T2 fitting needs magnitude images, got {series.image_kind}")
+    array = np.asarray(series.array)
+    if not np.all(np.isfinite(array)):
+        raise InputError(source, "echo images contain NaN or infinite values")
+    te = np.asarray(series.echo_times_ms, dtype=float)
+    profile = _profile(series, profile)
+    if fat_suppressed is None:
+        fat_suppressed = bool(series.fat_suppressed or series.metadata.get("fat_suppressed"))
+    _check_slices(array, source)
+
+    if noise_power is None:
+        noise_power, n_background = estimate_noise_power(array)
+    else:
+        n_background = None
+    fit_mask = _fit_mask(array, mask, series.geometry, noise_power)
+    if not fit_mask.any():
+        raise InputError(source, "no voxel to fit: the mask is empty or the images hold no signal")
+
+    first_echo = 1 if (model == "mono" and drop_first_echo) else 0
+    if model == "mono":
+        if te.size - first_echo < 3:
+            raise InputError(source, f"{te.size} echoes: a mono-exponential fit needs at least 3")
+        proj, info = _mono_projector(te[first_echo:])
+    else:
+        if te.size < 4:
+            raise InputError(source, f"{te.size} echoes: the EPG fit needs at least 4 echoes")
+        spacing = require_uniform_spacing(te, source)
+        seq = SequenceModel(int(te.size), float(spacing), profile,
+                            float(series.refocusing_angle_deg or 180.0),
+                            refocusing_width_ratio=float(refocusing_width_ratio), first_echo_ms=float(te[0]))
+        proj, info = _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power)
+    info.update(model=model, profile=profile if model == "epg" else None, noise_power=noise_power,
+                noise_background_voxels=n_background, fat_suppressed=bool(fat_suppressed),
+                drop_first_echo=bool(first_echo))
+    maps = _fit_volume(proj, array[first_echo:], fit_mask, noise_power, slab_voxels,
+                       fit_b1=model == "epg")
+    return _to_volumes(maps, fit_mask, series, info, measures_ff=proj.has_fat,
+                       measures_b1=model == "epg")
+
+
+def fit_signals(proj: Projector, signals: np.ndarray, noise_power: float = 0.0, fit_b1: bool = True) -> dict:
+    """Fit (n, echoes) magnitude trains; returns dict of (n,) arrays (t2, ff, b1, residual, crlb)."""
+    signals = remove_noise_floor(np.asarray(signals, dtype=np.float32), noise_power)
+    scale = np.maximum(signals.max(axis=1), np.float32(1e-20))
+    y_full = signals / scale[:, None]
+    y = proj.compress(y_full)
+    b, t, b_off, t_off, energy = fit_compressed(proj, y)
+    water, fat = amplitudes(proj, y, b, t)
+    t2 = proj.t2_grid_ms[t] * np.exp(t_off * _log_step(proj.t2_grid_ms, t, t_off))
+    b1 = proj.b1_grid[b] + b_off * (proj.b1_grid[1] - proj.b1_grid[0] if proj.b1_grid.size > 1 else 0.0)
+    total = water + fat
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ff = np.where(total > 0, 100.0 * fat / total, np.nan)
+        norm2 = np.einsum("ne,ne->n", y_full, y_full)
+        residual = np.sqrt(np.maximum(norm2 - energy, 0) / np.maximum(norm2, 1e-20))
+    sigma = np.sqrt(noise_power / 2.0) / scale if noise_power > 0 else np.zeros_like(scale)
+    crlb = t2_crlb(proj, b, t, water, fat, sigma, fit_b1)
+    t2 = np.where(total > 0, t2, np.nan)
+    return {"t2": t2.astype(np.float32), "ff": ff.astype(np.float32), "b1": b1.astype(np.float32),
+            "residual": residual.astype(np.float32), "crlb": crlb.astype(np.float32),
+            "water": water * scale, "fat": fat * scale}
+
+
+def epg_projector(seq: SequenceModel, fat_t2_ms: float = FAT_T2_MS, fat_suppressed: bool = False,
+                  t2_grid_ms=None, b1_grid=None) -> Projector:
+    """The fitting projector for a sequence (dictionary from cache or simulated)."""
+    dictionary = build_dictionary(seq, fat_t2_ms, t2_grid_ms, b1_grid)
+    return _projector_from(dictionary, fat_suppressed)
+
+
+def _projector_from(dictionary: EpgDictionary, fat_suppressed: bool) -> Projector:
+    key = (id(dictionary), fat_suppressed)
+    cached = _PROJECTORS.get(key)
+    if cached is None:
+        cached = Projector.from_atoms(dictionary.water, None if fat_suppressed else dictionary.fat,
+                                      dictionary.t2_grid_ms, dictionary.b1_grid)
+        _PROJECTORS[key] = cached
+    return cached
+
+
+_PROJECTORS: dict = {}
+
+
+def _log_step(grid, index, offset):
+    n = grid.size
+    other = np.clip(index + np.where(offset >= 0, 1, -1), 0, n - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.abs(np.log(grid[other] / grid[index]))
+    return np.nan_to_num(step)
+
+
+def _profile(series: EchoSeries, profile: str | None) -> str:
+    if profile is None:
+        acquisition = str(series.metadata.get("MRAcquisitionType", "2D")).upper()
+        return "3d" if acquisition == "3D" else "2d"
+    if profile not in ("2d", "3d"):
+        raise InputError("--profile", f"profile must be '2d' or '3d', got {profile!r}")
+    return profile
+
+
+def _check_slices(array: np.ndarray, source) -> None:
+    empty = np.flatnonzero(~np.any(array.reshape(array.shape[0], array.shape[1], -1) != 0, axis=(0, 2)))
+    if empty.size == array.shape[1]:
+        raise InputError(source, "every slice is all zero in every echo; nothing to fit")
+    if empty.size:
+        raise InputError(source, f"slice(s) {empty.tolist()} are all zero in every echo "
+                                 "(damaged or incomplete series)")
+
+
+def _fit_mask(array, mask: Volume | None, geometry, noise_power: float) -> np.ndarray:
+    first = array[0]
+    if mask is None:
+        # automatic background skipping: well above the noise floor and above 2 % of tissue
+        threshold = max(4.0 * np.sqrt(noise_power), 0.02 * float(np.percentile(first[first > 0], 99)))
+        return first > threshold
+    on_grid = _mask_on_grid(mask, geometry)
+    return on_grid & np.any(array > 0, axis=0)
+
+
+def _mask_on_grid(mask: Volume, geometry) -> np.ndarray:
+    """The mask on the series grid: as is when grids match, else resampled by physical position."""
+    source = (mask.metadata.get("source_files") or ["--mask"])[0]
+    if mask.geometry.same_grid(geometry):
+        return np.asarray(mask.array) > 0
+    resampled = resample_to(mask.with_array((np.asarray(mask.array) > 0).astype(np.uint8)), geometry,
+                            interpolation="nearest")
+    out = resampled.array > 0
+    if not out.any():
+        raise InputError(source, "mask does not overlap the MESE series in patient space "
+                                 "(different grid and no common voxels)")
+    return out
+
+
+def _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power):
+    info: dict = {"fat_t2_ms": None}
+    if fat_suppressed:
+        dictionary = build_dictionary(seq, FAT_T2_MS)
+        return _projector_from(dictionary, True), info
+    if isinstance(fat_t2_ms, str):
+        if fat_t2_ms != "auto":
+            raise InputError("--fat-t2", f"expected a number of ms or 'auto', got {fat_t2_ms!r}")
+        fat_t2_ms, info["fat_t2_calibration"] = calibrate_fat_t2(seq, array, fit_mask, noise_power)
+    fat_t2_ms = float(fat_t2_ms)
+    if not 20.0 <= fat_t2_ms <= 1000.0:
+        raise InputError("--fat-t2", f"fat T2 {fat_t2_ms} ms is outside 20-1000 ms")
+    info["fat_t2_ms"] = fat_t2_ms
+    return _projector_from(build_dictionary(seq, fat_t2_ms), False), info
+
+
+def calibrate_fat_t2(seq: SequenceModel, array, fit_mask, noise_power, max_voxels: int = 20000):
+    """Fat T2 (ms) of this subject from its fattest voxels (subcutaneous fat).
+
+    A first fit with the default fat T2 finds voxels read as >= 90 % fat with strong signal;
+    those are then fitted with single-component trains (fat T1) over fat T2 and B1, and the
+    median T2 is returned. Falls back to 151 ms when fewer than 50 such voxels exist.
+    """
+    signals = array[:, fit_mask].T
+    rng = np.random.default_rng(0)
+    if signals.shape[0] > 4 * max_voxels:
+        signals = signals[rng.choice(signals.shape[0], 4 * max_voxels, replace=False)]
+    first = fit_signals(_projector_from(build_dictionary(seq, FAT_T2_MS), False), signals, noise_power)
+    strong = signals[:, 0] > np.percentile(signals[:, 0], 50)
+    fatty = signals[(first["ff"] >= 90) & strong][:max_voxels]
+    if fatty.shape[0] < 50:
+        return FAT_T2_MS, f"too few fat voxels ({fatty.shape[0]}); default {FAT_T2_MS} ms used"
+    _, b1_grid = default_grids(seq.profile)
+    trains = simulate_trains(seq, FAT_T2_CANDIDATES_MS[None, :], b1_grid[:, None], seq.fat_t1_ms)
+    fat_proj = Projector.from_atoms(trains, None, FAT_T2_CANDIDATES_MS, b1_grid)
+    fitted = fit_signals(fat_proj, fatty, noise_power)
+    value = float(np.nanmedian(fitted["t2"]))
+    return value, f"median over {fatty.shape[0]} fat voxels"
+
+
+def _mono_projector(te_ms):
+    ratio = 1.02
+    n = int(np.ceil(np.log(MONO_T2_RANGE_MS[1] / MONO_T2_RANGE_MS[0]) / np.log(ratio))) + 1
+    grid = MONO_T2_RANGE_MS[0] * ratio ** np.arange(n)
+    trains = np.exp(-np.asarray(te_ms)[None, None, :] / grid[None, :, None])
+    return Projector.from_atoms(trains, None, grid, np.array([1.0])), {"fat_t2_ms": None}
+
+
+def _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1):
+    n_z = array.shape[1]
+    out = {k: np.zeros(fit_mask.shape, np.float32) for k in ("t2", "ff", "b1", "residual", "crlb")}
+    counts = fit_mask.reshape(n_z, -1).sum(axis=1)
+    z = 0
+    with Progress(int(counts.sum()), "water T2 fit", unit="voxel") as progress:
+        while z < n_z:  # slabs of whole slices holding about slab_voxels voxels to fit
+            z_end = z + 1
+            while z_end < n_z and counts[z:z_end + 1].sum() <= slab_voxels:
+                z_end += 1
+            slab_mask = fit_mask[z:z_end]
+            if slab_mask.any():
+                signals = array[:, z:z_end][:, slab_mask].T
+                fitted = fit_signals(proj, signals, noise_power, fit_b1)
+                for key in out:
+                    out[key][z:z_end][slab_mask] = fitted[key]
+                progress.update(int(slab_mask.sum()))
+            z = z_end
+    return out
+
+
+def _to_volumes(maps, fit_mask, series: EchoSeries, info, measures_ff: bool, measures_b1: bool) -> T2Maps:
+    geometry = series.geometry
+    if not measures_ff:
+        maps["ff"][fit_mask] = np.nan
+    if not measures_b1:
+        maps["b1"][fit_mask] = np.nan
+    base = {k: series.metadata[k] for k in ("series_description", "series_uid", "study_uid", "patient_id")
+            if k in series.metadata}
+    label = (f"EPG water T2 ({info.get('profile')} profile, fat T2 {info.get('fat_t2_ms')} ms)"
+             if info["model"] == "epg" else "mono-exponential T2 fit")
+    if info.get("fat_suppressed") and info["model"] == "epg":
+        label = f"EPG water T2 ({info.get('profile')} profile, fat-suppressed single component)"
+
+    def vol(array, units, kind):
+        return Volume.on_geometry(array, geometry, {**base, "units": units, "image_kind": kind,
+                                                    "source": label, "fit": dict(info)})
+
+    return T2Maps(vol(maps["t2"], "ms", "t2_map"), vol(maps["ff"], "%", "ff"), vol(maps["b1"], "relative", "b1"),
+                  vol(maps["residual"], "relative", "residual"), vol(maps["crlb"], "ms", "t2_crlb"),
+                  vol(fit_mask.astype(np.uint8), "", "mask"), info)
