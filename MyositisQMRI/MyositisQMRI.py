@@ -206,6 +206,11 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateButtons(self, caller=None, event=None) -> None:
         p = self._parameterNode
+        if p and caller is not None and p.studyJson != getattr(self, "_shownStudyJson", None):
+            # e.g. the Sample Data loader filled the study while the panel was open
+            self._shownStudyJson = p.studyJson
+            self._studyRows = self.logic.studyRows(p)
+            self._fillStudyTable()
         busy = self.logic.busy
         for button in (self.ui.inspectButton, self.ui.computeMapsButton, self.ui.segmentButton,
                        self.ui.learnButton, self.ui.recomputeButton, self.ui.exportButton):
@@ -261,6 +266,7 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onRoleChanged(self, index, box) -> None:
         self._studyRows = study.override_role(self._studyRows, index, box.currentText)
+        self._shownStudyJson = self.logic.studyRowsJson(self._studyRows)   # no table rebuild inside the signal
         self.logic.saveStudyRows(self._parameterNode, self._studyRows)
         self._updateButtons()
 
@@ -448,8 +454,13 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         result, onSuccess = job.result, self._onSuccess
         self._onSuccess = None
         if result.returncode == 0 and onSuccess:
-            with slicer.util.tryWithErrorDisplay("MyositisQMRI could not load the results."):
+            try:
                 onSuccess(result)
+            except Exception as exc:   # shown as a message, the details go to the log
+                logging.exception("MyositisQMRI: loading the results of %s failed", job.argv[3:4])
+                self.lastError = str(exc)
+                if self.showErrors:
+                    slicer.util.errorDisplay(f"MyositisQMRI could not load the results:\n\n{exc}")
         elif result.returncode != 0 and not job.cancelled:
             self.lastError = result.error
             if self.showErrors:
@@ -475,13 +486,14 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
                 raise RuntimeError("job timed out")
         if self.job is not None and self.job.result.returncode != 0:
             raise RuntimeError(self.job.result.error or "job failed")
+        if self.lastError:
+            raise RuntimeError(self.lastError)
 
     # --- study ---
 
     def workFolder(self, p) -> pathlib.Path:
         if not p.workFolder:
-            name = slicer.app.applicationPid() if hasattr(slicer.app, "applicationPid") else os.getpid()
-            p.workFolder = str(slicer_bridge.work_folder(f"case-{name}-{qt.QDateTime.currentMSecsSinceEpoch()}"))
+            p.workFolder = str(slicer_bridge.work_folder(f"case-{os.getpid()}-{qt.QDateTime.currentMSecsSinceEpoch()}"))
         folder = pathlib.Path(p.workFolder)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
@@ -514,8 +526,12 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         return study.with_files(rows, {r.series_uid: list(slicer.dicomDatabase.filesForSeries(r.series_uid))
                                        for r in rows if r.series_uid})
 
+    @staticmethod
+    def studyRowsJson(rows) -> str:
+        return json.dumps([r.__dict__ for r in rows])
+
     def saveStudyRows(self, p, rows) -> None:
-        p.studyJson = json.dumps([r.__dict__ for r in rows])
+        p.studyJson = self.studyRowsJson(rows)
 
     def studyRows(self, p):
         if not p.studyJson:
