@@ -94,3 +94,40 @@ def muscle_index(value: int) -> int:
 
 def side_of(value: int) -> str:
     return "left" if value > LEFT_OFFSET else "right"
+
+
+# Muscles without a verified SNOMED CT concept get a private (99-prefixed, as DICOM allows)
+# code so that Slicer terminology and DICOM SEG still carry a coded type.
+PRIVATE_SCHEME = "99MYOQMRI"
+TERMINOLOGY_CONTEXT = "MyositisQMRI thigh muscles"
+
+
+def type_code(muscle: Muscle) -> Code:
+    return muscle.code or Code(PRIVATE_SCHEME, muscle.key.upper(), muscle.name)
+
+
+def terminology_entry(label: MuscleLabel) -> dict:
+    """The segment terminology in slicerio's form (category, type, side modifier: scheme, value, meaning)."""
+    code = type_code(label.muscle)
+    side = SIDE_CODES[label.side]
+    return {"contextName": TERMINOLOGY_CONTEXT,
+            "category": [CATEGORY_CODE.scheme, CATEGORY_CODE.value, CATEGORY_CODE.meaning],
+            "type": [code.scheme, code.value, code.meaning],
+            "typeModifier": [side.scheme, side.value, side.meaning]}
+
+
+def slicer_terminology() -> dict:
+    """A Slicer terminology (.term.json, schema 1) listing every muscle with its side modifiers."""
+    def coded(code: Code, **extra) -> dict:
+        return {"CodingSchemeDesignator": code.scheme, "CodeValue": code.value, "CodeMeaning": code.meaning, **extra}
+
+    types = []
+    for muscle in MUSCLES:
+        modifiers = [coded(SIDE_CODES[side], recommendedDisplayRGBValue=list(muscle.colour_rgb),
+                           **{"3dSlicerLabel": f"{muscle.name} ({side})"}) for side in ("right", "left")]
+        types.append(coded(type_code(muscle), recommendedDisplayRGBValue=list(muscle.colour_rgb),
+                           **{"3dSlicerLabel": muscle.name, "Modifier": modifiers}))
+    category = coded(CATEGORY_CODE, showAnatomy="false", Type=types)
+    return {"SegmentationCategoryTypeContextName": TERMINOLOGY_CONTEXT,
+            "@schema": "https://raw.githubusercontent.com/qiicr/dcmqi/master/doc/segment-context-schema.json#",
+            "Category": [category]}

@@ -1,0 +1,43 @@
+"""`myositis-qmri train`: train the muscle segmentation model from label maps (resumable)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="model file to write (.safetensors)")
+    parser.add_argument("--label-maps", type=Path, default=None,
+                        help="folder of thigh label maps (values 1-11 on both legs); default: the shared data")
+    parser.add_argument("--steps", "--epochs", dest="steps", type=int, default=4000,
+                        help="optimisation steps (batches)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--validate-every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint next to --out (default: start afresh)")
+
+
+def main(args) -> int:
+    from ..segmentation.train import DEFAULT_LABEL_MAPS, TrainConfig, checkpoint_path, train
+    folder = args.label_maps or DEFAULT_LABEL_MAPS
+    if not folder.is_dir():
+        raise InputError(folder, "label-map folder not found (pass --label-maps)")
+    maps = sorted(p for p in folder.iterdir() if p.name.endswith((".nii.gz", ".nii", ".nrrd")))
+    if len(maps) < 2:
+        raise InputError(folder, "needs at least two label maps (one is held out for validation)")
+    if not str(args.out).endswith(".safetensors"):
+        raise InputError(args.out, "model files must end in .safetensors")
+    if not args.resume and checkpoint_path(args.out).exists():
+        checkpoint_path(args.out).unlink()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    config = TrainConfig(label_maps=maps, out=args.out, steps=args.steps, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, validate_every=args.validate_every,
+                         seed=args.seed, threads=args.threads)
+    state = train(config, resume=args.resume)
+    print(f"best synthetic validation Dice {state['best_mean_dice']:.3f} after {state['step']} steps; "
+          f"model: {args.out}")
+    return 0

@@ -1,0 +1,128 @@
+"""The model's view of an image: canonical orientation, in-plane resampling, one leg per crop.
+
+Every image (training label map or scan to segment) goes through the same steps: reorient to
+LPS without interpolation (DICOMOrient), resample each slice in-plane to the model spacing
+(slices keep their position), find the gap between the thighs, and cut a square crop around
+each leg. The left leg is mirrored onto the right so one network serves both sides.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..volume import Volume
+
+CANONICAL_ORIENTATION = "LPS"   # array x -> patient left, y -> posterior, z -> superior
+
+
+def reorient(image: sitk.Image) -> sitk.Image:
+    """Permute/flip axes to the canonical orientation (no interpolation)."""
+    return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+
+
+def model_grid_image(volume: Volume, spacing_mm: float, interpolation: str = "linear",
+                     default: float = 0.0) -> sitk.Image:
+    """Reorient, then resample in-plane to `spacing_mm`, keeping the slices and the extent."""
+    image = reorient(volume.to_sitk())
+    size = np.array(image.GetSize())
+    spacing = np.array(image.GetSpacing())
+    new_size = size.copy()
+    new_size[:2] = np.maximum(np.round(size[:2] * spacing[:2] / spacing_mm), 1).astype(int)
+    new_spacing = spacing.copy()
+    new_spacing[:2] = size[:2] * spacing[:2] / new_size[:2]
+    # Keep the outer edges of the field of view: shift the first voxel centre by half a voxel change.
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    shift = np.zeros(3)
+    shift[:2] = (new_spacing[:2] - spacing[:2]) / 2.0
+    origin = np.asarray(image.GetOrigin()) + direction @ shift
+    interpolator = sitk.sitkNearestNeighbor if interpolation == "nearest" else sitk.sitkLinear
+    if interpolation != "nearest":
+        image = sitk.Cast(image, sitk.sitkFloat32)
+    return sitk.Resample(image, [int(v) for v in new_size], sitk.Transform(), interpolator,
+                         tuple(origin), tuple(float(v) for v in new_spacing), image.GetDirection(),
+                         default, image.GetPixelID())
+
+
+def midline_column(foreground_zyx: np.ndarray) -> int | None:
+    """x column separating the two thighs (the gap in the foreground's x profile), or None.
+
+    None when the profile shows a single leg: no dip below 30 % of the smaller leg's peak.
+    """
+    profile = ndimage.uniform_filter1d(foreground_zyx.sum(axis=(0, 1)).astype(float), 3)
+    columns = np.nonzero(profile > 0.02 * profile.max())[0] if profile.max() > 0 else []
+    if len(columns) < 8:
+        return None
+    lo, hi = columns[0], columns[-1]
+    inner_lo, inner_hi = lo + (hi - lo) // 4, hi - (hi - lo) // 4
+    if inner_hi <= inner_lo:
+        return None
+    gap = inner_lo + int(np.argmin(profile[inner_lo:inner_hi + 1]))
+    left_peak, right_peak = profile[lo:gap + 1].max(), profile[gap:hi + 1].max()
+    if profile[gap] > 0.3 * min(left_peak, right_peak):
+        return None
+    # Centre of the flat minimum (a wide empty gap between the thighs).
+    flat = np.nonzero(profile[inner_lo:inner_hi + 1] <= profile[gap] + 1e-6)[0] + inner_lo
+    runs = np.split(flat, np.nonzero(np.diff(flat) > 1)[0] + 1)
+    best = max(runs, key=len)
+    return int(round(best.mean()))
+
+
+@dataclass(frozen=True)
+class LegWindow:
+    """Where one leg's crop sits in the model-grid array (z, y, x)."""
+
+    side: str                 # "right" or "left" (patient side)
+    x_range: tuple[int, int]  # columns of the model grid that belong to this leg
+    centre_yx: tuple[float, float]
+
+
+def leg_windows(foreground_zyx: np.ndarray, right_is_low_x: bool = True) -> list[LegWindow]:
+    """Split the foreground into legs by the midline gap; sides from canonical x (LPS: +x = left)."""
+    nx = foreground_zyx.shape[2]
+    mid = midline_column(foreground_zyx)
+    if mid is None:
+        ys, xs = np.nonzero(foreground_zyx.any(axis=0))
+        if len(xs) == 0:
+            return []
+        # One leg only: its side from which half of the field of view it sits in.
+        side = "right" if (xs.mean() < nx / 2) == right_is_low_x else "left"
+        return [LegWindow(side, (0, nx), (float(ys.mean()), float(xs.mean())))]
+    windows = []
+    for side, (a, b) in (("right", (0, mid)), ("left", (mid, nx))):
+        if not right_is_low_x:
+            side = "left" if side == "right" else "right"
+        part = foreground_zyx[:, :, a:b].any(axis=0)
+        ys, xs = np.nonzero(part)
+        if len(xs) == 0:
+            continue
+        windows.append(LegWindow(side, (a, b), (float(ys.mean()), float(xs.mean() + a))))
+    return windows
+
+
+def crop_leg(array_zyx: np.ndarray, window: LegWindow, size: int, fill: float = 0.0,
+             centre_yx: tuple[float, float] | None = None) -> np.ndarray:
+    """A (z, size, size) crop centred on the leg, other leg's columns blanked, left leg mirrored."""
+    cy, cx = centre_yx or window.centre_yx
+    y0, x0 = int(round(cy)) - size // 2, int(round(cx)) - size // 2
+    out = np.full((array_zyx.shape[0], size, size), fill, dtype=array_zyx.dtype)
+    ys, ye = max(y0, 0), min(y0 + size, array_zyx.shape[1])
+    xs, xe = max(x0, window.x_range[0]), min(x0 + size, window.x_range[1])
+    if ye > ys and xe > xs:
+        out[:, ys - y0:ye - y0, xs - x0:xe - x0] = array_zyx[:, ys:ye, xs:xe]
+    return out[:, :, ::-1].copy() if window.side == "left" else out
+
+
+def uncrop_leg(crop_czyx: np.ndarray, window: LegWindow, shape_zyx: tuple[int, int, int],
+               centre_yx: tuple[float, float] | None = None) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Inverse of crop_leg for a (channel, z, size, size) array: the part inside the grid, and where."""
+    size = crop_czyx.shape[-1]
+    if window.side == "left":
+        crop_czyx = crop_czyx[..., ::-1]
+    cy, cx = centre_yx or window.centre_yx
+    y0, x0 = int(round(cy)) - size // 2, int(round(cx)) - size // 2
+    ys, ye = max(y0, 0), min(y0 + size, shape_zyx[1])
+    xs, xe = max(x0, window.x_range[0]), min(x0 + size, window.x_range[1])
+    return crop_czyx[..., ys - y0:ye - y0, xs - x0:xe - x0], (slice(ys, ye), slice(xs, xe))

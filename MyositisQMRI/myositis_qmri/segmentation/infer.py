@@ -1,0 +1,134 @@
+"""Segment every thigh muscle, left and right, on any structural series.
+
+Steps: canonical orientation and in-plane resampling to the model spacing (canonical.py),
+body mask and leg split at the gap between the thighs, one crop per leg (the left mirrored
+onto the right), the 2-D network slice by slice, probabilities resampled back to the input
+grid, side assigned from patient position, then the largest component per label and holes
+filled. The result is an int16 label map on the input grid (values from labels.py).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..errors import InputError
+from ..geometry import resample_to
+from ..progress import step
+from ..volume import Volume
+from .canonical import LegWindow, crop_leg, leg_windows, model_grid_image, uncrop_leg
+from .labels import LEFT_OFFSET, N_MUSCLES
+from .model import load_model
+from .synth import normalize_slice
+
+MIN_FIELD_OF_VIEW_MM = 80.0
+
+
+def _check_input(image) -> None:
+    source = (getattr(image, "metadata", None) or {}).get("source_files", ["image"])[0]
+    if not isinstance(image, Volume) or image.array.ndim != 3:
+        raise InputError(source, "segmentation needs one 3-D structural image; for a multi-echo "
+                                 "series pass a single echo")
+    nz, ny, nx = image.array.shape
+    fov = np.array([nx, ny]) * np.array(image.spacing_mm[:2])
+    if min(nx, ny) < 16 or fov.min() < MIN_FIELD_OF_VIEW_MM:
+        raise InputError(source, f"image too small for a thigh ({nx}x{ny} voxels, "
+                                 f"{fov[0]:.0f}x{fov[1]:.0f} mm in-plane)")
+    if not np.isfinite(image.array).all() or float(np.ptp(image.array)) == 0:
+        raise InputError(source, "image is constant or holds non-finite values")
+    if nz == 1:
+        warnings.warn(f"{source}: a single slice; segmenting it in 2-D", stacklevel=3)
+
+
+def body_mask(array_zyx: np.ndarray) -> np.ndarray:
+    """Tissue versus air: Otsu threshold of the smoothed image, small specks removed, holes filled."""
+    smooth = ndimage.gaussian_filter(array_zyx.astype(np.float32), (0, 1.5, 1.5))
+    hi = np.percentile(smooth, 99.5)
+    threshold = sitk.OtsuThreshold(sitk.GetImageFromArray(np.clip(smooth, 0, hi)), 0, 1, 128)
+    mask = sitk.GetArrayFromImage(threshold).astype(bool)
+    mask = ndimage.binary_opening(mask, np.ones((1, 3, 3), bool))
+    labels, n = ndimage.label(mask)
+    if n:
+        sizes = ndimage.sum(mask, labels, range(1, n + 1))
+        mask = np.isin(labels, 1 + np.nonzero(sizes >= 0.02 * sizes.max())[0])
+    for z in range(mask.shape[0]):
+        mask[z] = ndimage.binary_fill_holes(mask[z])
+    return mask
+
+
+def _leg_probabilities(network, crop_zyx: np.ndarray, device) -> np.ndarray:
+    import torch
+    slices = np.stack([normalize_slice(s) for s in crop_zyx])[:, None]
+    with torch.no_grad():
+        tensor = torch.from_numpy(slices)
+        if device:
+            tensor = tensor.to(device)
+        probs = torch.softmax(network(tensor), 1).cpu().numpy()
+    return probs.transpose(1, 0, 2, 3)  # (class, z, y, x)
+
+
+def _postprocess(labels: np.ndarray) -> np.ndarray:
+    """Keep each label's largest 3-D component, then fill its in-slice holes."""
+    out = np.zeros_like(labels)
+    for value, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        mask = labels[box] == value
+        components, n = ndimage.label(mask)
+        if n > 1:
+            sizes = ndimage.sum(mask, components, range(1, n + 1))
+            mask = components == 1 + int(np.argmax(sizes))
+        for z in range(mask.shape[0]):
+            mask[z] = ndimage.binary_fill_holes(mask[z])
+        out[box][mask & (out[box] == 0)] = value
+    return out
+
+
+def segment_muscles(image: Volume, model_path=None, device: str | None = None) -> Volume:
+    """Label map (int16, right 1-11, left 12-22) of the thigh muscles on the input grid."""
+    import torch
+    _check_input(image)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    network, header = load_model(model_path, device=device)
+    spacing = float(header["spacing_mm"][0])
+    size = int(header["crop_px"])
+    grid_image = model_grid_image(image, spacing, "linear")
+    grid = sitk.GetArrayFromImage(grid_image).astype(np.float32)
+    mask = body_mask(grid)
+    windows = leg_windows(mask)
+    if not windows:
+        raise InputError(image.metadata.get("source_files", ["image"])[0], "no body found in the image")
+    if len(windows) == 1:
+        # One thigh in view: its side from the patient x coordinate of its centre (LPS: +x = left).
+        w = windows[0]
+        centre = grid_image.TransformContinuousIndexToPhysicalPoint((w.centre_yx[1], w.centre_yx[0], 0.0))
+        windows = [LegWindow("left" if centre[0] > 0 else "right", w.x_range, w.centre_yx)]
+    background = float(np.percentile(grid, 1))
+    probs = np.zeros((N_MUSCLES + 1,) + grid.shape, np.float32)
+    probs[0] = 1.0
+    side_map = np.zeros(grid.shape, np.int16)
+    step(f"segmenting {len(windows)} leg(s), {grid.shape[0]} slice(s)")
+    for window in windows:
+        whole = LegWindow(window.side, (0, grid.shape[2]), window.centre_yx)
+        crop = crop_leg(grid, whole, size, fill=background)
+        leg_probs = _leg_probabilities(network, crop, device)
+        part, (ys, xs) = uncrop_leg(leg_probs, window, grid.shape)
+        probs[:, :, ys, xs] = part
+        side_map[:, ys, xs] = LEFT_OFFSET if window.side == "left" else 0
+    reference = Volume.from_sitk(grid_image)
+    best = np.full(image.array.shape, -1.0, np.float32)
+    muscle = np.zeros(image.array.shape, np.int16)
+    for channel in range(N_MUSCLES + 1):
+        upsampled = resample_to(reference.with_array(probs[channel]), image.geometry, "linear",
+                                default=1.0 if channel == 0 else 0.0).array
+        better = upsampled > best
+        best[better] = upsampled[better]
+        muscle[better] = channel
+    offset = resample_to(reference.with_array(side_map), image.geometry, "nearest").array
+    labels = np.where(muscle > 0, muscle + offset, 0).astype(np.int16)
+    labels = _postprocess(labels)
+    return image.with_array(labels, image_kind="labels", source="myositis-qmri segment",
+                            model=header.get("provenance", {}).get("command", ""),
+                            model_version=header.get("model_version"))

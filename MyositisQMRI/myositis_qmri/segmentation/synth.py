@@ -1,0 +1,205 @@
+"""Training images drawn from label maps (SynthSeg-style domain randomisation), one leg per slice.
+
+`prepare_leg_slices` turns thigh label maps (values 1..11 on both legs) into canonical,
+right-side (left mirrored) 2-D crops. `synthesize` draws a random image from a crop: it adds
+the tissues the maps lack (subcutaneous fat, skin, femur cortex and marrow, unlabelled muscle,
+intermuscular fat), gives every tissue a random intensity (Gaussian mixture), then applies
+affine and elastic deformation, bias field, blur/resolution loss and noise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..io import read_volume
+from ..progress import track
+from .canonical import crop_leg, leg_windows, model_grid_image
+from .labels import N_MUSCLES
+
+import SimpleITK as sitk
+
+OTHER_LEG = N_MUSCLES + 1        # the opposite thigh's muscles: muscle-like, target background
+# Extra tissue classes drawn procedurally (values above the muscle labels).
+FAT, SKIN, CORTEX, MARROW, OTHER_MUSCLE, VESSEL = range(OTHER_LEG + 1, OTHER_LEG + 7)
+N_TISSUES = VESSEL + 1
+PREP_MARGIN = 24                 # extra pixels around the crop for deformation
+
+
+@dataclass
+class LegSlices:
+    """Label crops (n, size, size) uint8 with the map each came from."""
+
+    labels: np.ndarray
+    source: np.ndarray  # index into `names`
+    names: list[str]
+
+    def subset(self, names: set[str]) -> "LegSlices":
+        keep = np.array([self.names[i] in names for i in self.source], dtype=bool)
+        return LegSlices(self.labels[keep], self.source[keep], self.names)
+
+
+def prepare_leg_slices(paths: list[Path], spacing_mm: float, size: int,
+                       min_muscle_px: int = 150) -> LegSlices:
+    """Canonical right-leg label crops from label maps (values 1..11 on both legs)."""
+    crops, sources, names = [], [], []
+    for index, path in enumerate(track(list(paths), desc="preparing label maps")):
+        names.append(Path(path).name)
+        volume = read_volume(path)
+        volume = volume.with_array(np.rint(volume.array).astype(np.uint8))
+        grid = sitk.GetArrayFromImage(model_grid_image(volume, spacing_mm, "nearest"))
+        grid = np.where(grid <= N_MUSCLES, grid, 0).astype(np.uint8)
+        for window in leg_windows(grid > 0):
+            own = np.zeros_like(grid)
+            a, b = window.x_range
+            own[:, :, a:b] = grid[:, :, a:b]
+            other = np.where((grid > 0) & (own == 0), OTHER_LEG, 0).astype(np.uint8)
+            merged = own + other
+            for z in range(grid.shape[0]):
+                if (own[z] > 0).sum() < min_muscle_px:
+                    continue
+                ys, xs = np.nonzero(own[z])
+                full = window.__class__(window.side, (0, grid.shape[2]), window.centre_yx)
+                crop = crop_leg(merged[z:z + 1], full, size + 2 * PREP_MARGIN,
+                                centre_yx=(ys.mean(), xs.mean()))[0]
+                crops.append(crop)
+                sources.append(index)
+    return LegSlices(np.stack(crops).astype(np.uint8), np.asarray(sources), names)
+
+
+def _smooth_field(rng, shape, scale_px: float, amplitude: float) -> np.ndarray:
+    coarse = rng.normal(0, 1, (max(int(shape[0] / scale_px), 2) + 1, max(int(shape[1] / scale_px), 2) + 1))
+    field = ndimage.zoom(coarse, (shape[0] / coarse.shape[0], shape[1] / coarse.shape[1]), order=3)
+    return amplitude * field[: shape[0], : shape[1]]
+
+
+def _deform(rng, labels: np.ndarray, out_size: int, strength: float = 1.0) -> np.ndarray:
+    """Random affine + elastic warp, nearest neighbour, cropped to out_size around a jittered centre."""
+    n = labels.shape[0]
+    angle = np.deg2rad(rng.normal(0, 10) * strength)
+    scale = np.exp(rng.normal(0, 0.12, 2) * strength)
+    shear = rng.normal(0, 0.05) * strength
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    matrix = rot @ np.array([[1 / scale[0], shear], [0, 1 / scale[1]]])
+    yy, xx = np.mgrid[0:out_size, 0:out_size].astype(float) - (out_size - 1) / 2
+    coords = np.einsum("ij,jyx->iyx", matrix, np.stack([yy, xx]))
+    centre = (n - 1) / 2 + rng.normal(0, 6, 2) * strength
+    coords += centre[:, None, None]
+    for axis in range(2):
+        coords[axis] += _smooth_field(rng, (out_size, out_size), out_size / 5, 2.5 * strength)
+    return ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0)
+
+
+def _add_tissues(rng, labels: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """Tissue map: muscles 1..11, other leg, plus fat, skin, femur, unlabelled muscle, vessels."""
+    tissue = labels.astype(np.uint8).copy()
+    own = (labels >= 1) & (labels <= N_MUSCLES)
+    muscle_any = labels > 0
+    disk = lambda r: np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= r  # noqa: E731
+    # Muscle mass envelope per leg; the gaps inside it are fat or unlabelled muscle.
+    envelope = np.zeros_like(own)
+    for mask in (own, labels == OTHER_LEG):
+        if mask.any():
+            closed = ndimage.binary_closing(mask, disk(int(round(6 / spacing_mm * 1.5))), iterations=2)
+            envelope |= ndimage.binary_fill_holes(closed | mask)
+    inside_gap = envelope & ~muscle_any
+    # Femur: the largest inscribed circle of the gap near the vastus intermedius.
+    vi = labels == 4
+    if vi.any():
+        near_vi = ndimage.distance_transform_edt(~vi) * spacing_mm < 25
+        depth = ndimage.distance_transform_edt(inside_gap | ~envelope & False) * spacing_mm
+        depth = np.where(near_vi & inside_gap, depth, 0)
+        if depth.max() > 4:
+            cy, cx = np.unravel_index(np.argmax(depth), depth.shape)
+            radius_mm = float(np.clip(depth.max() * rng.uniform(0.85, 1.1), 8, 17))
+            dist = np.hypot(*(np.mgrid[0:labels.shape[0], 0:labels.shape[1]] - np.array([cy, cx])[:, None, None]))
+            dist_mm = dist * spacing_mm
+            femur = (dist_mm <= radius_mm) & ~own
+            cortex_mm = rng.uniform(2.5, 6.0)
+            tissue[femur] = CORTEX
+            tissue[femur & (dist_mm <= radius_mm - cortex_mm)] = MARROW
+    gap = envelope & (tissue == 0)
+    # Split the gaps into blobs; each blob is fat or unlabelled muscle (adductor longus, brevis...).
+    blobs, n_blobs = ndimage.label(gap)
+    if n_blobs:
+        choice = rng.random(n_blobs + 1) < rng.uniform(0.2, 0.7)
+        tissue[gap & choice[blobs]] = OTHER_MUSCLE
+        tissue[gap & ~choice[blobs]] = FAT
+    # Intermuscular fat septa between touching muscles.
+    if rng.random() < 0.8:
+        grown = ndimage.grey_dilation(labels, size=3)
+        septa = own & (grown != labels) & (rng.random(labels.shape) < rng.uniform(0.3, 1.0))
+        tissue[septa] = FAT
+    # Subcutaneous fat of random (smoothly varying) thickness, then skin.
+    body_any = envelope | muscle_any
+    outside = ndimage.distance_transform_edt(~body_any) * spacing_mm
+    thickness = rng.uniform(3, 30) + _smooth_field(rng, labels.shape, labels.shape[0] / 3, rng.uniform(1, 6))
+    skin_mm = rng.uniform(1.0, 3.0)
+    body = outside < np.maximum(thickness, 1.0)
+    tissue[body & (tissue == 0)] = FAT
+    tissue[body & (outside >= thickness - skin_mm) & (tissue == FAT)] = SKIN
+    # A few small vessels in the fat (the femoral vessels and perforators look like dots).
+    fat_idx = np.flatnonzero(tissue == FAT)
+    if len(fat_idx):
+        for index in rng.choice(fat_idx, size=min(len(fat_idx), rng.integers(0, 6)), replace=False):
+            cy, cx = divmod(int(index), labels.shape[1])
+            r = rng.uniform(1.0, 4.0) / spacing_mm
+            yy, xx = np.ogrid[0:labels.shape[0], 0:labels.shape[1]]
+            tissue[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (tissue == FAT)] = VESSEL
+    return tissue
+
+
+def _tissue_intensities(rng) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation per tissue: random contrast, muscles alike but not equal."""
+    means = rng.uniform(0, 1, N_TISSUES)
+    means[0] = rng.uniform(0, 0.15) if rng.random() < 0.9 else rng.uniform(0, 1)  # background (air)
+    muscle_base = rng.uniform(0.05, 0.9)
+    spread = rng.choice([0.02, 0.06, 0.15], p=[0.5, 0.35, 0.15])
+    means[1:OTHER_LEG + 1] = muscle_base + rng.normal(0, spread, OTHER_LEG)
+    means[OTHER_MUSCLE] = muscle_base + rng.normal(0, spread)
+    # Diseased muscles (edema or fatty replacement) are brighter or darker than the rest.
+    for value in rng.choice(np.arange(1, N_MUSCLES + 1), size=rng.integers(0, 4), replace=False):
+        means[value] += rng.normal(0, 0.2)
+    if rng.random() < 0.85:
+        # Fat differs clearly from muscle: bright (T1w, Dixon fat, in-phase) or dark (STIR, water).
+        sign = 1 if rng.random() < 0.6 else -1
+        means[FAT] = np.clip(muscle_base + sign * rng.uniform(0.25, 0.8), 0, 1.2)
+    means[MARROW] = means[FAT] + rng.normal(0, 0.08)
+    means[CORTEX] = rng.uniform(0, 0.12)
+    means[SKIN] = rng.uniform(0, 1)
+    stds = rng.uniform(0.005, 0.06, N_TISSUES)
+    return means, stds
+
+
+def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """One random image (out_size^2, float32, roughly 0..1) and its target (0..11) from a label crop."""
+    warped = _deform(rng, labels, out_size)
+    tissue = _add_tissues(rng, warped, spacing_mm)
+    means, stds = _tissue_intensities(rng)
+    image = means[tissue] + stds[tissue] * rng.normal(0, 1, tissue.shape)
+    # Within-tissue texture (fat marbling, fibres).
+    image += _smooth_field(rng, image.shape, rng.uniform(2, 8), rng.uniform(0, 0.04))
+    # Partial volume and lower resolution: blur, optionally down- and up-sample.
+    if rng.random() < 0.7:
+        image = ndimage.gaussian_filter(image, rng.uniform(0.3, 1.2))
+    if rng.random() < 0.3:
+        factor = rng.uniform(1.2, 2.5)
+        small = ndimage.zoom(image, 1 / factor, order=1)
+        image = ndimage.zoom(small, np.array(image.shape) / np.array(small.shape), order=1)[: out_size, : out_size]
+    # Coil bias field (multiplicative, smooth).
+    image = image * np.exp(_smooth_field(rng, image.shape, image.shape[0] / rng.uniform(1.5, 4), rng.uniform(0, 0.35)))
+    # Rician-like noise: magnitude of complex Gaussian noise.
+    sigma = rng.uniform(0, 0.06)
+    image = np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape))
+    if rng.random() < 0.3:
+        image = image ** rng.uniform(0.6, 1.6)
+    target = np.where(warped <= N_MUSCLES, warped, 0).astype(np.int64)
+    return normalize_slice(image.astype(np.float32)), target
+
+
+def normalize_slice(image: np.ndarray) -> np.ndarray:
+    """Robust per-slice scaling to about 0..1 (0.5th and 99.5th percentiles), as at inference."""
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    return np.clip((image - lo) / max(hi - lo, 1e-6), -0.5, 1.5).astype(np.float32)

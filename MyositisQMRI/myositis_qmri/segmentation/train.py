@@ -1,0 +1,182 @@
+"""Training and fine-tuning of the one-leg 2-D muscle network.
+
+`train` draws synthetic slices from thigh label maps (see synth.py), optimises Dice + cross
+entropy, validates on synthetic slices from held-out maps, and writes the best model file.
+It checkpoints (safetensors + JSON, never pickle) so that an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io.atomic import atomic_path
+from ..progress import Progress, step
+from . import synth
+from .labels import N_MUSCLES
+from .model import base_header, build_network, dice_per_label, save_model
+
+DEFAULT_LABEL_MAPS = Path("/work/shared/data/thigh_label_maps")
+VALIDATION_EVERY = 7      # every 7th map (sorted by name) is held out for validation
+
+
+@dataclass
+class TrainConfig:
+    label_maps: list[Path]
+    out: Path
+    steps: int = 4000
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    spacing_mm: float = 2.3
+    crop_px: int = 96
+    seed: int = 0
+    validate_every: int = 100
+    n_validation_slices: int = 192
+    threads: int = 2
+
+
+def split_maps(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    paths = sorted(paths, key=lambda p: p.name)
+    validation = [p for i, p in enumerate(paths) if i % VALIDATION_EVERY == VALIDATION_EVERY // 2]
+    return [p for p in paths if p not in validation], validation
+
+
+def _cache_path(out: Path, paths: list[Path], spacing_mm: float, crop_px: int) -> Path:
+    key = hashlib.sha1(json.dumps([sorted(p.name for p in paths), spacing_mm, crop_px]).encode()).hexdigest()[:10]
+    return out.parent / f".{out.stem}.slices-{key}.npz"
+
+
+def load_slices(paths: list[Path], out: Path, spacing_mm: float, crop_px: int) -> synth.LegSlices:
+    cache = _cache_path(out, paths, spacing_mm, crop_px)
+    if cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        return synth.LegSlices(data["labels"], data["source"], [str(n) for n in data["names"]])
+    slices = synth.prepare_leg_slices(paths, spacing_mm, crop_px)
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, labels=slices.labels, source=slices.source, names=np.array(slices.names))
+    return slices
+
+
+def make_batch(rng, slices: synth.LegSlices, n: int, crop_px: int, spacing_mm: float):
+    images, targets = [], []
+    for index in rng.integers(0, len(slices.labels), n):
+        image, target = synth.synthesize(rng, slices.labels[index], crop_px, spacing_mm)
+        images.append(image)
+        targets.append(target)
+    return np.stack(images)[:, None], np.stack(targets)[:, None]
+
+
+def predict_slices(network, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Softmax probabilities (n, classes, y, x) for normalised slices (n, 1, y, x)."""
+    import torch
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            logits = network(torch.from_numpy(np.ascontiguousarray(images[start:start + batch])))
+            out.append(torch.softmax(logits, 1).numpy())
+    return np.concatenate(out)
+
+
+def evaluate(network, images: np.ndarray, targets: np.ndarray) -> dict:
+    """Mean Dice over muscles (pooled over all slices) and per muscle."""
+    network.eval()
+    prediction = predict_slices(network, images).argmax(1)
+    per = dice_per_label(prediction, targets[:, 0], range(1, N_MUSCLES + 1))
+    network.train()
+    values = [v for v in per.values() if np.isfinite(v)]
+    return {"mean_dice": float(np.mean(values)), "dice": {str(k): round(v, 4) for k, v in per.items()}}
+
+
+def _save_checkpoint(path: Path, network, optimizer, state: dict) -> None:
+    from safetensors.torch import save_file
+    tensors = {f"net.{k}": v.detach().contiguous() for k, v in network.state_dict().items()}
+    opt_state = optimizer.state_dict()
+    for pid, entry in opt_state["state"].items():
+        for name, value in entry.items():
+            tensors[f"opt.{pid}.{name}"] = value.detach().reshape(-1).contiguous() if value.ndim == 0 else value.detach().contiguous()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
+
+
+def _load_checkpoint(path: Path, network, optimizer) -> dict:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(str(path), framework="pt") as handle:
+        state = json.loads(handle.metadata()["state"])
+    tensors = load_file(str(path))
+    network.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    opt_state = optimizer.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            opt_state["state"].setdefault(int(pid), {})[name] = value.reshape(()) if name == "step" else value
+    optimizer.load_state_dict(opt_state)
+    return state
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".checkpoint.safetensors")
+
+
+def train(config: TrainConfig, resume: bool = True) -> dict:
+    """Train (or resume) and write the best model to config.out; returns the final state."""
+    import torch
+    from monai.losses import DiceCELoss
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    train_maps, val_maps = split_maps(config.label_maps)
+    step(f"{len(train_maps)} training and {len(val_maps)} validation label maps")
+    slices = load_slices(train_maps, config.out, config.spacing_mm, config.crop_px)
+    val_slices = load_slices(val_maps, config.out, config.spacing_mm, config.crop_px)
+    val_images, val_targets = make_batch(np.random.default_rng(12345), val_slices,
+                                         config.n_validation_slices, config.crop_px, config.spacing_mm)
+    header = base_header(config.spacing_mm, config.crop_px)
+    network = build_network(header["architecture"])
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    state = {"step": 0, "best_mean_dice": -1.0, "history": []}
+    ckpt = checkpoint_path(config.out)
+    if resume and ckpt.exists():
+        state = _load_checkpoint(ckpt, network, optimizer)
+        step(f"resuming from step {state['step']} (best validation Dice {state['best_mean_dice']:.3f})")
+    network.train()
+    started = time.time()
+    with Progress(config.steps, desc="training") as progress:
+        progress.update(state["step"])
+        while state["step"] < config.steps:
+            rng = np.random.default_rng([config.seed, state["step"]])
+            lr = config.learning_rate * 0.5 * (1 + np.cos(np.pi * state["step"] / config.steps))
+            for group in optimizer.param_groups:
+                group["lr"] = max(lr, config.learning_rate * 0.02)
+            images, targets = make_batch(rng, slices, config.batch_size, config.crop_px, config.spacing_mm)
+            loss = loss_fn(network(torch.from_numpy(images)), torch.from_numpy(targets))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            state["step"] += 1
+            progress.update(1)
+            if state["step"] % config.validate_every == 0 or state["step"] == config.steps:
+                metrics = evaluate(network, val_images, val_targets)
+                state["history"].append({"step": state["step"], "loss": round(float(loss.detach()), 4),
+                                         "val_mean_dice": round(metrics["mean_dice"], 4),
+                                         "seconds": round(time.time() - started, 1)})
+                step(f"step {state['step']}: loss {float(loss.detach()):.3f}, validation Dice {metrics['mean_dice']:.3f}")
+                if metrics["mean_dice"] > state["best_mean_dice"]:
+                    state["best_mean_dice"] = metrics["mean_dice"]
+                    header["metrics"] = {"synthetic_validation": metrics, "step": state["step"]}
+                    header["provenance"] = {
+                        "training_label_maps": [p.name for p in train_maps],
+                        "validation_label_maps": [p.name for p in val_maps],
+                        "label_map_source": "Hirriririir/Multimodal-Multiethnic-Thigh-Muscle-MRI-analysis (Apache-2.0)",
+                        "synthesis": "SynthSeg-style domain randomisation (myositis_qmri.segmentation.synth)",
+                        "steps": state["step"], "batch_size": config.batch_size, "seed": config.seed,
+                        "command": "myositis-qmri train",
+                    }
+                    save_model(network, header, config.out)
+                _save_checkpoint(ckpt, network, optimizer, state)
+    return state
