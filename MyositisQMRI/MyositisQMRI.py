@@ -675,7 +675,12 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
             if onDone:
                 onDone()
 
-        return self.startJob("report", pipeline.report_arguments(labels, out, t2, ff, reviewer_grades=grades), done)
+        anatomy = work / "structural.nii.gz"
+        structural = study.choose_inputs(self.studyRows(p)).structural
+        sourceDicom = study.link_series(structural, work / "series") if structural and structural.files else None
+        return self.startJob("report", pipeline.report_arguments(
+            labels, out, t2, ff, reviewer_grades=grades, anatomy=anatomy if anatomy.exists() else None,
+            source_dicom=sourceDicom), done)
 
     def export(self, p):
         """Write CSV/HTML/PDF/DICOM with the reviewer's grades to the export folder and/or DICOM database."""

@@ -56,7 +56,7 @@ def test_pipeline_arguments_follow_the_command_line_contract():
     report = jobs.core_command("report", pipeline.report_arguments("/l.nii.gz", "/r", ff="/ff.nii.gz",
                                                                    reviewer_grades="/g.json"), "py")
     assert report[3:] == ["report", "--seg", "/l.nii.gz", "--ff", "/ff.nii.gz", "--out", "/r",
-                          "--overrides", "/g.json"]
+                          "--review", "/g.json"]
     with pytest.raises(ValueError):
         pipeline.t2_arguments([], "/o")
     with pytest.raises(ValueError):

@@ -56,11 +56,15 @@ def finetune_arguments(image: str | Path, labels: str | Path, out: str | Path,
 
 def report_arguments(seg: str | Path, out: str | Path, t2: str | Path | None = None, ff: str | Path | None = None,
                      previous: str | Path | None = None, scoring: str | Path | None = None,
-                     reviewer_grades: str | Path | None = None) -> list:
+                     reviewer_grades: str | Path | None = None, anatomy: str | Path | None = None,
+                     source_dicom: str | Path | None = None) -> list:
+    """`report --seg S [--t2 M] [--ff M] --out DIR ...`; `--review` keeps the reviewer's grades
+    (overrides JSON), `--source-dicom` (the structural series) enables DICOM SEG/SR export."""
     if not t2 and not ff:
         raise ValueError("the report needs a T2 map or a fat-fraction map")
-    return [("--seg", seg), ("--t2", t2), ("--ff", ff), ("--out", out), ("--previous", previous),
-            ("--scoring", scoring), ("--overrides", reviewer_grades)]
+    return [("--seg", seg), ("--t2", t2), ("--ff", ff), ("--out", out), ("--anatomy", anatomy),
+            ("--source-dicom", source_dicom), ("--previous", previous), ("--scoring", scoring),
+            ("--review", reviewer_grades)]
 
 
 def study_t2_inputs(inputs: StudyInputs, series_folder: str | Path) -> list[str]:
