@@ -261,6 +261,9 @@ def read_dicom(paths, skip=None) -> DicomScan:
         except NotUsable as exc:
             scan.problems.append((str(path), str(exc)))
             continue
+        except Exception as exc:  # a header pydicom parses but whose values are garbage
+            scan.problems.append((str(path), _one_line(f"invalid DICOM header ({type(exc).__name__}: {exc})")))
+            continue
         key = (frames[0].sop_uid,)
         if key in seen_sops:
             scan.problems.append((str(path), f"duplicate file: same SOPInstanceUID as {seen_sops[key]}; ignored"))
@@ -272,8 +275,16 @@ def read_dicom(paths, skip=None) -> DicomScan:
             scan.series.append(assemble_series(frames, scan.problems))
         except SeriesProblem as exc:
             scan.problems.append((exc.path, exc.reason))
+        except Exception as exc:
+            scan.problems.append((frames[0].path, _one_line(f"series '{frames[0].header.get('description')}' "
+                                                            f"cannot be assembled ({type(exc).__name__}: {exc})")))
     scan.series.sort(key=lambda s: (s.header.get("series_number") or 0, s.description, s.series_uid))
     return scan
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def assemble_series(frames: list[Frame], problems: list) -> DicomSeries:

@@ -234,7 +234,11 @@ def _check_pixel_bytes(ds, path: str, n_frames: int) -> None:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise NotUsable("image header but no pixel data (truncated file?)")
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if syntax is not None and getattr(syntax, "is_compressed", False):
+    try:
+        compressed = syntax is not None and syntax.is_compressed
+    except ValueError:
+        raise NotUsable(f"unknown transfer syntax {syntax}") from None
+    if compressed:
         return  # encapsulated: a damaged stream is caught when its pixels are decoded
     element = ds.get_item("PixelData")
     start = getattr(element, "file_tell", None) or getattr(element, "value_tell", None)
@@ -263,12 +267,25 @@ def frames_from_file(path: str | Path) -> list[Frame]:
         raise NotUsable("colour (RGB) image, not an MR magnitude/phase/map")
     header = _header_info(ds)
     n_frames = _num(ds.get("NumberOfFrames"), int) or 1
+    if n_frames < 1:
+        raise NotUsable(f"NumberOfFrames {n_frames}")
     _check_pixel_bytes(ds, path, n_frames)
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
-        return _enhanced_frames(ds, path, header, n_frames)
+        return [_plausible(f) for f in _enhanced_frames(ds, path, header, n_frames)]
     if n_frames > 1:
         raise NotUsable(f"multi-frame object with {n_frames} frames but no functional groups")
-    return [_classic_frame(ds, path, header)]
+    return [_plausible(_classic_frame(ds, path, header))]
+
+
+def _plausible(frame: Frame) -> Frame:
+    """Values no scanner writes (TE of 1e308 ms, slope of 1e308) would only poison the maths."""
+    if frame.te_ms is not None and not (0 < frame.te_ms < 10000):
+        frame.te_ms = None
+    if not (abs(frame.values.slope) < 1e15 and abs(frame.values.intercept) < 1e15):
+        raise NotUsable(f"implausible rescale slope/intercept {frame.values.slope:g}/{frame.values.intercept:g}")
+    if frame.rows < 1 or frame.cols < 1:
+        raise NotUsable(f"image of {frame.rows} x {frame.cols} pixels")
+    return frame
 
 
 def _geometry(position, orientation, spacing, path):
