@@ -86,18 +86,11 @@ def _postprocess(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def segment_muscles(image: Volume, model_path=None, device: str | None = None) -> Volume:
-    """Label map (int16, right 1-11, left 12-22) of the thigh muscles on the input grid."""
-    import torch
-    _check_input(image)
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    network, header = load_model(model_path, device=device)
-    spacing = float(header["spacing_mm"][0])
-    size = int(header["crop_px"])
-    grid_image = model_grid_image(image, spacing, "linear")
+def leg_crops(image: Volume, spacing_mm: float, size: int):
+    """(model-grid image, its array, leg windows, one (z, size, size) crop per leg)."""
+    grid_image = model_grid_image(image, spacing_mm, "linear")
     grid = sitk.GetArrayFromImage(grid_image).astype(np.float32)
-    mask = body_mask(grid)
-    windows = leg_windows(mask)
+    windows = leg_windows(body_mask(grid))
     if not windows:
         raise InputError(image.metadata.get("source_files", ["image"])[0], "no body found in the image")
     if len(windows) == 1:
@@ -106,13 +99,26 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None) -
         centre = grid_image.TransformContinuousIndexToPhysicalPoint((w.centre_yx[1], w.centre_yx[0], 0.0))
         windows = [LegWindow("left" if centre[0] > 0 else "right", w.x_range, w.centre_yx)]
     background = float(np.percentile(grid, 1))
+    # The crop keeps the other thigh in view (as in training); the window limits what is kept.
+    crops = [crop_leg(grid, LegWindow(w.side, (0, grid.shape[2]), w.centre_yx), size, fill=background)
+             for w in windows]
+    return grid_image, grid, windows, crops
+
+
+def segment_muscles(image: Volume, model_path=None, device: str | None = None) -> Volume:
+    """Label map (int16, right 1-11, left 12-22) of the thigh muscles on the input grid."""
+    import torch
+    _check_input(image)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    network, header = load_model(model_path, device=device)
+    spacing = float(header["spacing_mm"][0])
+    size = int(header["crop_px"])
+    grid_image, grid, windows, crops = leg_crops(image, spacing, size)
     probs = np.zeros((N_MUSCLES + 1,) + grid.shape, np.float32)
     probs[0] = 1.0
     side_map = np.zeros(grid.shape, np.int16)
     step(f"segmenting {len(windows)} leg(s), {grid.shape[0]} slice(s)")
-    for window in windows:
-        whole = LegWindow(window.side, (0, grid.shape[2]), window.centre_yx)
-        crop = crop_leg(grid, whole, size, fill=background)
+    for window, crop in zip(windows, crops):
         leg_probs = _leg_probabilities(network, crop, device)
         part, (ys, xs) = uncrop_leg(leg_probs, window, grid.shape)
         probs[:, :, ys, xs] = part

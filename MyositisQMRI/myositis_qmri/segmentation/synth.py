@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..io import read_volume
+from ..volume import Volume
 from ..progress import track
 from .canonical import crop_leg, leg_windows, model_grid_image
 from .labels import N_MUSCLES
@@ -41,13 +42,13 @@ class LegSlices:
         return LegSlices(self.labels[keep], self.source[keep], self.names)
 
 
-def prepare_leg_slices(paths: list[Path], spacing_mm: float, size: int,
+def prepare_leg_slices(paths: list, spacing_mm: float, size: int,
                        min_muscle_px: int = 150) -> LegSlices:
-    """Canonical right-leg label crops from label maps (values 1..11 on both legs)."""
+    """Canonical right-leg label crops from label maps (files or Volumes, values 1..11 on both legs)."""
     crops, sources, names = [], [], []
     for index, path in enumerate(track(list(paths), desc="preparing label maps")):
-        names.append(Path(path).name)
-        volume = read_volume(path)
+        volume = path if isinstance(path, Volume) else read_volume(path)
+        names.append(Path(path).name if not isinstance(path, Volume) else f"volume{index}")
         volume = volume.with_array(np.rint(volume.array).astype(np.uint8))
         grid = sitk.GetArrayFromImage(model_grid_image(volume, spacing_mm, "nearest"))
         grid = np.where(grid <= N_MUSCLES, grid, 0).astype(np.uint8)

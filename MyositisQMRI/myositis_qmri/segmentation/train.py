@@ -20,7 +20,11 @@ from . import synth
 from .labels import N_MUSCLES
 from .model import base_header, build_network, dice_per_label, save_model
 
-DEFAULT_LABEL_MAPS = Path("/work/shared/data/thigh_label_maps")
+import os
+
+# The shared real-data folder sits next to the project checkout (or where the env var says).
+DEFAULT_LABEL_MAPS = Path(os.environ.get("MYOSITIS_QMRI_SHARED_DATA",
+                                         Path(__file__).resolve().parents[3].parent / "shared" / "data")) / "thigh_label_maps"
 VALIDATION_EVERY = 7      # every 7th map (sorted by name) is held out for validation
 
 

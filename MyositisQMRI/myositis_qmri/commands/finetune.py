@@ -1,0 +1,52 @@
+"""`myositis-qmri finetune`: adapt a segmentation model to corrected masks (incremental learning)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", type=Path, default=None, help="model to start from (default: the shipped model)")
+    parser.add_argument("--image", required=True, type=Path, help="structural image the masks were corrected on")
+    parser.add_argument("--labels", required=True, type=Path, help="corrected label map (values per labels.json)")
+    parser.add_argument("--out", required=True, type=Path, help="new model file (.safetensors)")
+    parser.add_argument("--slices", default=None,
+                        help="comma-separated slice indices (input z) that were corrected; default: all labelled")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--label-maps", type=Path, default=None,
+                        help="label maps to replay against forgetting (default: shared data, else the phantom)")
+
+
+def _replay(folder: Path | None, out: Path, header: dict):
+    from ..segmentation.finetune import phantom_replay
+    from ..segmentation.train import DEFAULT_LABEL_MAPS, load_slices, split_maps
+    folder = folder or DEFAULT_LABEL_MAPS
+    spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
+    if folder.is_dir():
+        maps = sorted(p for p in folder.iterdir() if p.name.endswith((".nii.gz", ".nii", ".nrrd")))
+        if len(maps) >= 2:
+            train_maps, _ = split_maps(maps)
+            return load_slices(train_maps, out, spacing, size)
+    return phantom_replay(spacing_mm=spacing, size=size)
+
+
+def main(args) -> int:
+    from ..io import read_volume
+    from ..segmentation.finetune import finetune
+    from ..segmentation.model import read_header, default_model_path
+    if not str(args.out).endswith(".safetensors"):
+        raise InputError(args.out, "model files must end in .safetensors")
+    slices = None
+    if args.slices:
+        try:
+            slices = [int(s) for s in args.slices.split(",") if s.strip()]
+        except ValueError:
+            raise InputError("--slices", f"expected comma-separated integers, got {args.slices!r}") from None
+    header = read_header(args.model or default_model_path())
+    replay = _replay(args.label_maps, args.out, header)
+    result = finetune(args.model, read_volume(args.image), read_volume(args.labels), args.out,
+                      slices=slices, steps=args.steps, replay=replay)
+    print(json.dumps(result, indent=1))
+    return 0

@@ -1,0 +1,85 @@
+"""Model file format: safetensors + JSON header round trip; pickles and bad headers refused."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from myositis_qmri.errors import ModelFileError
+from myositis_qmri.segmentation import model as M
+
+
+def _tiny_header():
+    header = M.base_header()
+    header["architecture"]["channels"] = [4, 8]
+    header["architecture"]["strides"] = [2]
+    return header
+
+
+def test_round_trip(tmp_path):
+    header = _tiny_header()
+    network = M.build_network(header["architecture"])
+    path = M.save_model(network, header, tmp_path / "m.safetensors")
+    loaded, loaded_header = M.load_model(path)
+    assert loaded_header == header
+    for key, value in network.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    x = torch.randn(2, 1, 32, 32)
+    network.eval()
+    torch.testing.assert_close(loaded(x), network(x))
+
+
+def test_pickled_file_is_refused_without_unpickling(tmp_path):
+    network = M.build_network(_tiny_header()["architecture"])
+    for name in ("m.pt", "m.safetensors"):
+        path = tmp_path / name
+        torch.save(network.state_dict(), path)
+        with pytest.raises(ModelFileError):
+            M.load_model(path)
+
+
+def test_headerless_and_mismatched_headers_are_refused(tmp_path):
+    network = M.build_network(_tiny_header()["architecture"])
+    tensors = {k: v.contiguous() for k, v in network.state_dict().items()}
+    bare = tmp_path / "bare.safetensors"
+    save_file(tensors, str(bare))
+    with pytest.raises(ModelFileError, match="no 'myositis_qmri' JSON header"):
+        M.load_model(bare)
+    wrong_labels = _tiny_header()
+    wrong_labels["labels"]["1"] = "gluteus_maximus"
+    path = tmp_path / "labels.safetensors"
+    save_file(tensors, str(path), metadata={M.HEADER_KEY: json.dumps(wrong_labels)})
+    with pytest.raises(ModelFileError, match="label schema"):
+        M.load_model(path)
+    no_spacing = _tiny_header()
+    del no_spacing["spacing_mm"]
+    path = tmp_path / "spacing.safetensors"
+    save_file(tensors, str(path), metadata={M.HEADER_KEY: json.dumps(no_spacing)})
+    with pytest.raises(ModelFileError, match="spacing_mm"):
+        M.load_model(path)
+    # Header describing another network than the weights.
+    other = _tiny_header()
+    other["architecture"]["channels"] = [8, 16]
+    path = tmp_path / "arch.safetensors"
+    save_file(tensors, str(path), metadata={M.HEADER_KEY: json.dumps(other)})
+    with pytest.raises(ModelFileError, match="weights do not match"):
+        M.load_model(path)
+    with pytest.raises(ModelFileError, match="not found"):
+        M.load_model(tmp_path / "missing.safetensors")
+
+
+def test_default_model_path_honours_environment(tmp_path, monkeypatch):
+    header = _tiny_header()
+    path = M.save_model(M.build_network(header["architecture"]), header, tmp_path / "env.safetensors")
+    monkeypatch.setenv(M.MODEL_ENV, str(path))
+    assert M.default_model_path() == path
+
+
+def test_dice_per_label():
+    a = np.array([0, 1, 1, 2, 2, 2])
+    b = np.array([0, 1, 2, 2, 2, 0])
+    d = M.dice_per_label(a, b, [1, 2, 3])
+    assert d[1] == pytest.approx(2 / 3)
+    assert d[2] == pytest.approx(2 * 2 / 6)
+    assert np.isnan(d[3])
