@@ -426,3 +426,11 @@ def test_phase_to_radians(values, expected):
 def test_phase_scaling_unclear_is_refused():
     with pytest.raises(InputError):
         phase_to_radians(np.array([0.0, 10.0, 20.0]), "x.nii")
+
+
+def test_acquired_mese_named_t2map_is_not_a_scanner_map(tmp_path):
+    """Acquired MESE protocols are often called "t2map"; only DERIVED images are scanner maps."""
+    _write_series(tmp_path, n_slices=2, echoes=tuple(10.0 * k for k in range(1, 7)),
+                  image_type=("ORIGINAL", "PRIMARY", "M", "ND"), SeriesDescription="se_mc_t2map_6echoes",
+                  ScanningSequence="SE", RepetitionTime=3000, FlipAngle=180)
+    assert read_dicom(tmp_path).series[0].series_class == SeriesClass.MESE

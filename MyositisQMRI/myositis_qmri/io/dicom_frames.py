@@ -166,7 +166,8 @@ def _kind_from_description(description: str, derived: bool) -> ImageKind | None:
     d = description.upper().replace(" ", "_").replace("-", "_")
     if any(k in d for k in ("FAT_FRACTION", "FATFRACTION", "PDFF", "FF_MAP")) or d.endswith("_FF"):
         return ImageKind.FAT_FRACTION
-    if "T2_MAP" in d or "T2MAP" in d or "MAPIT" in d and "T2" in d:
+    # Acquired MESE protocols are often named "t2map" too: only a derived image is a map.
+    if derived and ("T2_MAP" in d or "T2MAP" in d or ("MAPIT" in d and "T2" in d)):
         return ImageKind.T2_MAP
     if derived and (d.endswith("_W") or "WATER" in d):
         return ImageKind.WATER
