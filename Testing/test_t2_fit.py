@@ -1,0 +1,188 @@
+"""Water T2 fitting against ground truth: simulated voxels (own EPG engine and the closed-form
+ideal-180 train), phantom exam, real calf MESE, and bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from myositis_qmri.errors import InputError
+from myositis_qmri.maps.epg import cpmg_echo_amplitudes, cpmg_train
+from myositis_qmri.maps.relaxation import FAT_T1_MS, FAT_T2_MS, WATER_T1_MS
+from myositis_qmri.maps.t2 import epg_projector, fit_signals, fit_water_t2
+from myositis_qmri.maps.t2.dictionary import SequenceModel, simulate_trains
+from myositis_qmri.volume import EchoSeries, Volume
+
+TE_MS = tuple(10.0 * np.arange(1, 18))
+
+
+def _voxels(profile, n, rng, b1_max):
+    seq = SequenceModel(17, 10.0, profile)
+    t2 = rng.uniform(20, 60, n)
+    ff = rng.uniform(0, 0.6, n)
+    b1 = rng.uniform(0.6, b1_max, n)
+    water = simulate_trains(seq, t2, b1, WATER_T1_MS)
+    fat = simulate_trains(seq, FAT_T2_MS, b1, FAT_T1_MS)
+    return seq, t2, ff, b1, (1 - ff)[:, None] * water + ff[:, None] * fat
+
+
+def _rician(signals, snr, rng):
+    sigma = signals[:, 0].mean() / snr
+    noise = sigma * (rng.standard_normal(signals.shape) + 1j * rng.standard_normal(signals.shape))
+    return np.abs(signals + noise), 2 * sigma ** 2
+
+
+@pytest.mark.parametrize("profile,b1_max", [("3d", 1.0), ("2d", 1.2)])
+def test_noise_free_voxels_are_recovered(profile, b1_max):
+    rng = np.random.default_rng(0)
+    seq, t2, ff, b1, signals = _voxels(profile, 3000, rng, b1_max)
+    fit = fit_signals(epg_projector(seq), signals)
+    assert np.max(np.abs(np.median(fit["t2"] - t2))) < 0.05
+    assert np.percentile(np.abs(fit["t2"] - t2), 95) < 0.5
+    assert abs(np.mean(fit["ff"] - 100 * ff)) < 0.1
+    assert np.percentile(np.abs(fit["b1"] - b1), 95) < 0.01
+
+
+@pytest.mark.parametrize("profile,b1_max", [("3d", 1.0), ("2d", 1.2)])
+def test_rician_noise_snr50_bias(profile, b1_max):
+    rng = np.random.default_rng(1)
+    seq, t2, ff, b1, signals = _voxels(profile, 8000, rng, b1_max)
+    noisy, noise_power = _rician(signals, 50, rng)
+    fit = fit_signals(epg_projector(seq), noisy, noise_power)
+    assert abs(np.median(fit["t2"] - t2)) <= 0.5
+    low_ff = ff < 0.2   # where water T2 is well determined the mean bias is small too
+    assert abs(np.mean(fit["t2"][low_ff] - t2[low_ff])) <= 0.5
+    assert abs(np.mean(fit["ff"] - 100 * ff)) <= 2.0
+    assert abs(np.mean(fit["b1"] - b1)) <= 0.03
+    # the Cramer-Rao bound tracks the observed spread (same order of magnitude)
+    spread = np.std(fit["t2"][low_ff] - t2[low_ff])
+    assert 0.3 * spread < np.median(fit["crlb"][low_ff]) < 3 * spread
+
+
+def test_closed_form_ideal_refocusing_3d():
+    """Perfect 180s: echoes are exp(-TE/T2) per component; fit must find B1 = 1."""
+    rng = np.random.default_rng(2)
+    n = 4000
+    t2 = rng.uniform(20, 60, n)
+    ff = rng.uniform(0, 0.6, n)
+    te = np.asarray(TE_MS)
+    # T1 plays no part with ideal refocusing, so the closed form holds for both components
+    signals = (1 - ff)[:, None] * np.exp(-te / t2[:, None]) + ff[:, None] * np.exp(-te / FAT_T2_MS)
+    noisy, noise_power = _rician(signals, 80, rng)
+    fit = fit_signals(epg_projector(SequenceModel(17, 10.0, "3d")), noisy, noise_power)
+    assert abs(np.median(fit["t2"] - t2)) <= 0.5
+    assert abs(np.mean(fit["ff"] - 100 * ff)) <= 2.0
+    assert np.median(fit["b1"]) > 0.97
+
+
+def test_engine_matches_closed_form_and_2d_profile_loses_signal():
+    t2 = np.array([25.0, 40.0])
+    ideal = cpmg_train(t2, 1.0, 17, 10.0, profile="3d")
+    assert np.allclose(ideal, np.exp(-np.asarray(TE_MS)[None] / t2[:, None]), atol=1e-9)
+    assert np.allclose(ideal, cpmg_echo_amplitudes(t2, 1.0, 17, 10.0))
+    slice_selective = cpmg_train(40.0, 1.0, 17, 10.0, profile="2d")
+    # imperfect refocusing at the slice edges: stimulated echoes make even echoes brighter
+    assert slice_selective[1] > slice_selective[0] * 0.95
+    assert not np.allclose(slice_selective / slice_selective[0], ideal[1] / ideal[1, 0], atol=0.02)
+
+
+def _series(n_z=3, seed=3, t2=35.0, ff=0.1, b1=0.85, snr=60, profile="3d"):
+    rng = np.random.default_rng(seed)
+    seq = SequenceModel(17, 10.0, profile)
+    w = simulate_trains(seq, t2, b1, WATER_T1_MS)
+    f = simulate_trains(seq, FAT_T2_MS, b1, FAT_T1_MS)
+    train = 1000 * ((1 - ff) * w + ff * f)
+    array = np.zeros((17, n_z, 40, 40))
+    array[:, :, 10:30, 10:30] = train[:, None, None, None]
+    sigma = 1000 / snr
+    array = np.abs(array + sigma * (rng.standard_normal(array.shape) + 1j * rng.standard_normal(array.shape)))
+    return EchoSeries(array.astype(np.float32), TE_MS, (2.0, 2.0, 5.0), (10.0, -5.0, 3.0),
+                      metadata={"MRAcquisitionType": "3D" if profile == "3d" else "2D"})
+
+
+def test_volume_fit_keeps_geometry_and_skips_background(tmp_path):
+    series = _series()
+    maps = fit_water_t2(series)
+    assert maps.info["profile"] == "3d"
+    assert maps.info["noise_power"] == pytest.approx(2 * (1000 / 60) ** 2, rel=0.2)
+    inside = np.zeros(series.geometry.shape_zyx, bool)
+    inside[:, 10:30, 10:30] = True
+    assert maps.fit_mask.array[inside].mean() > 0.99 and maps.fit_mask.array[~inside].mean() < 0.01
+    assert np.median(maps.water_t2_ms.array[inside]) == pytest.approx(35.0, abs=0.5)
+    assert np.median(maps.ff_percent.array[inside]) == pytest.approx(10.0, abs=1.5)
+    assert np.median(maps.b1.array[inside]) == pytest.approx(0.85, abs=0.02)
+    paths = maps.write(tmp_path)
+    import SimpleITK as sitk
+    image = sitk.ReadImage(str(paths["water_t2_ms"]))
+    assert image.GetSpacing() == pytest.approx(series.spacing_mm)
+    assert image.GetOrigin() == pytest.approx(series.origin_mm)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["t2w.nii.gz", "ffmese.nii.gz", "b1.nii.gz", "residual.nii.gz", "t2w_crlb.nii.gz"])
+
+
+def test_mono_and_fat_suppressed_models():
+    series = _series(ff=0.0, b1=0.8)
+    epg = fit_water_t2(series, fat_suppressed=True)
+    inside = epg.fit_mask.array > 0
+    assert np.median(epg.water_t2_ms.array[inside]) == pytest.approx(35.0, abs=0.5)
+    assert np.isnan(epg.ff_percent.array[inside]).all()
+    ideal = _series(ff=0.0, b1=1.0)   # perfect 180s: the train is exactly exp(-TE/35)
+    mono = fit_water_t2(ideal, model="mono", drop_first_echo=True)
+    assert np.median(mono.water_t2_ms.array[inside]) == pytest.approx(35.0, abs=0.5)
+    # imperfect refocusing inflates a mono-exponential T2 (stimulated echoes)
+    skewed = fit_water_t2(series, model="mono", drop_first_echo=True)
+    assert np.median(skewed.water_t2_ms.array[inside]) > 35.0
+    assert np.isnan(mono.b1.array[inside]).all()
+
+
+def test_mask_on_other_grid_is_resampled_or_refused():
+    series = _series(n_z=2)
+    mask = np.zeros((4, 20, 20), np.uint8)
+    mask[:, 5:15, 5:15] = 1   # 4 mm pixels covering the same square in patient space
+    coarse = Volume(mask, (4.0, 4.0, 2.5), (11.0, -4.0, 1.75))
+    maps = fit_water_t2(series, mask=coarse)
+    assert 0.5 < maps.fit_mask.array.sum() / (2 * 20 * 20) <= 1.2
+    far = Volume(mask, (4.0, 4.0, 2.5), (500.0, 500.0, 500.0))
+    with pytest.raises(InputError, match="overlap"):
+        fit_water_t2(series, mask=far)
+
+
+def test_bad_input_errors():
+    series = _series(n_z=2)
+    with pytest.raises(InputError, match="at least 4 echoes"):
+        fit_water_t2(series.replace(array=series.array[:3], echo_times_ms=TE_MS[:3]))
+    uneven = (10, 20, 30, 45) + TE_MS[4:]
+    with pytest.raises(InputError, match="not equally spaced"):
+        fit_water_t2(series.replace(echo_times_ms=uneven))
+    zero = series.array.copy()
+    zero[:, 1] = 0
+    with pytest.raises(InputError, match="all zero"):
+        fit_water_t2(series.replace(array=zero))
+    with pytest.raises(InputError, match="all zero"):
+        fit_water_t2(series.replace(array=np.zeros_like(series.array)))
+    with pytest.raises(InputError, match="auto"):
+        fit_water_t2(series, fat_t2_ms="abc")
+
+
+def test_real_calf_mese(shared_data, tmp_path):
+    """Real Siemens calf MESE: muscle T2 physiological, B1 smooth, subcutaneous fat read as fat."""
+    from myositis_qmri.cli import main
+    folder = shared_data / "mese_calf_siemens_enhanced"
+    if not folder.exists():
+        pytest.skip("calf MESE not available")
+    assert main(["t2", str(folder), "--out", str(tmp_path)]) == 0
+    import SimpleITK as sitk
+    read = lambda name: sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name)))
+    t2, ff, b1 = read("t2w.nii.gz"), read("ffmese.nii.gz"), read("b1.nii.gz")
+    fitted = t2 > 0
+    muscle = fitted & (ff < 10)
+    assert muscle.sum() > 10000
+    assert 25 <= np.median(t2[muscle]) <= 45
+    assert 0.5 <= np.median(b1[muscle]) <= 1.3
+    # B1 is smooth: neighbouring muscle voxels rarely differ by more than 0.1
+    both = muscle[:, :, 1:] & muscle[:, :, :-1]
+    assert np.median(np.abs(np.diff(b1, axis=2))[both]) < 0.05
+    # subcutaneous fat: the voxels brightest at the last echo (long-T2 fat) are read as fat
+    from myositis_qmri.io.load import load_echo_series
+    last = load_echo_series(folder).array[-1]
+    brightest = fitted & (last >= np.percentile(last[fitted], 97))
+    assert np.median(ff[brightest]) > 70
