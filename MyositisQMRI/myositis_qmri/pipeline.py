@@ -60,10 +60,10 @@ class RunOptions:
         return cls(**dict(options))
 
 
-def _study_header(series) -> dict:
+def study_header(files) -> dict:
     """Patient and study attributes from the first DICOM file of a series (empty for NIfTI)."""
     import pydicom
-    for path in (getattr(series, "files", None) or [])[:1]:
+    for path in list(files or [])[:1]:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:  # noqa: BLE001 - NIfTI inputs have no header to show
@@ -255,7 +255,7 @@ def run_study(study_path, out_dir, options=None) -> dict:
         source_dicom["segmentation"] = read_source_datasets(anatomy)
     header_series = study.best_structural() or t2_source or ff_source
     inputs = ReportInputs(
-        labels=labels, t2=t2, ff=ff, anatomy=anatomy, study=_study_header(header_series),
+        labels=labels, t2=t2, ff=ff, anatomy=anatomy, study=study_header(getattr(header_series, "files", None)),
         paths={"segmentation": out / "segmentation" / "muscles.nii.gz",
                "t2_map": out / "maps" / "t2" / "t2w.nii.gz" if t2 is not None else None,
                "ff_map": out / "maps" / "ff" / "ff.nii.gz" if ff is not None else None},

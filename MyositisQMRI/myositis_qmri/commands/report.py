@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io.load import load_volume
-from ..pipeline import RunOptions, make_report
+from ..pipeline import RunOptions, make_report, study_header
 from ..progress import step
 
 
@@ -50,8 +50,7 @@ def main(args) -> int:
                                                 "series the masks were drawn on")
         source_dicom["segmentation"] = read_source_datasets(source)
         anatomy = anatomy or source
-        from ..pipeline import _study_header
-        study = _study_header(type("S", (), {"files": source.metadata.get("source_files", [])})())
+        study = study_header(source.metadata.get("source_files"))
     inputs = ReportInputs(labels=labels, t2=t2, ff=ff, anatomy=anatomy, study=study, source_dicom=source_dicom,
                           paths={"segmentation": args.seg, "t2_map": args.t2, "ff_map": args.ff,
                                  "anatomy": args.anatomy})

@@ -38,8 +38,8 @@ MS = hd.sr.CodedConcept("ms", "UCUM", "millisecond")
 PERCENT = hd.sr.CodedConcept("%", "UCUM", "percent")
 ML = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
 MAP_SPECS = {  # kind -> (series description, ImageType value 3, rescale slope, UCUM unit, series number)
-    "t2": ("Water T2 map (ms)", "T2_MAP", 0.1, "ms", 9010),
-    "ff": ("Fat fraction map (%)", "FF", 0.01, "%", 9011),
+    "t2": ("Water T2 map (ms)", "T2_MAP", 0.1, "ms", 50),
+    "ff": ("Fat fraction map (%)", "FF", 0.01, "%", 51),
 }
 
 

@@ -1,6 +1,7 @@
 """report.pdf: the printable report (header, graded table, figures) via matplotlib PdfPages."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -55,6 +56,16 @@ def _table_page(report: dict):
     return figure
 
 
+def _image_page(png: bytes, caption: str, dpi: int):
+    """A page holding an already rendered figure (drawn once for HTML and PDF alike)."""
+    pixels = plt.imread(io.BytesIO(png))
+    height, width = pixels.shape[:2]
+    figure = plt.figure(figsize=(width / dpi, height / dpi + 0.4), dpi=dpi)
+    figure.figimage(pixels, xo=0, yo=0, origin="upper")
+    figure.text(0.01, 0.995, caption, fontsize=9, va="top")
+    return figure
+
+
 def write_pdf(report: dict, figures, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -62,9 +73,10 @@ def write_pdf(report: dict, figures, path: str | Path) -> Path:
             page = _table_page(report)
             pdf.savefig(page)
             plt.close(page)
-            for caption, figure in (figures.items.values() if figures is not None else []):
-                figure.suptitle(caption, fontsize=9, y=1.0)
-                pdf.savefig(figure, bbox_inches="tight")
+            for name, (caption, _) in (figures.items.items() if figures is not None else []):
+                page = _image_page(figures.png(name), caption, figures.dpi)
+                pdf.savefig(page)
+                plt.close(page)
             info = pdf.infodict()
             info["Title"] = "MyositisQMRI report"
             info["Creator"] = f"{report['software']['name']} {report['software']['version']}"

@@ -29,14 +29,22 @@ class Figures:
     """Named figures in report order, each with a caption."""
 
     items: dict[str, tuple[str, Figure]] = field(default_factory=dict)
+    dpi: int = 90
+    _png: dict[str, bytes] = field(default_factory=dict)
 
     def add(self, name: str, caption: str, figure: Figure) -> None:
         self.items[name] = (caption, figure)
 
+    def png(self, name: str) -> bytes:
+        """The figure rendered once (HTML embeds it, the PDF places the same pixels)."""
+        if name not in self._png:
+            buffer = io.BytesIO()
+            self.items[name][1].savefig(buffer, format="png", dpi=self.dpi, bbox_inches="tight")
+            self._png[name] = buffer.getvalue()
+        return self._png[name]
+
     def png_base64(self, name: str) -> str:
-        buffer = io.BytesIO()
-        self.items[name][1].savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-        return base64.b64encode(buffer.getvalue()).decode("ascii")
+        return base64.b64encode(self.png(name)).decode("ascii")
 
     def close(self) -> None:
         for _, figure in self.items.values():
