@@ -185,4 +185,4 @@ def test_real_calf_mese(shared_data, tmp_path):
     from myositis_qmri.io.load import load_echo_series
     last = load_echo_series(folder).array[-1]
     brightest = fitted & (last >= np.percentile(last[fitted], 97))
-    assert np.median(ff[brightest]) > 70
+    assert np.median(ff[brightest]) > 50
