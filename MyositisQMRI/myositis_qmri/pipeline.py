@@ -116,7 +116,6 @@ def ff_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume |
     if opts.reuse and target.exists():
         _record(summary, "ff", "reused", f"existing {target.relative_to(out)}", ff=target)
         return read_volume(target), gre or ff_series or water
-    from .maps.dixon import compute_fat_fraction
     if gre is not None and ImageKind.PHASE in gre.image_kinds:
         inputs, source = dict(magnitude=gre.to_echo_series(ImageKind.MAGNITUDE),
                               phase=gre.to_echo_series(ImageKind.PHASE)), gre
@@ -134,6 +133,7 @@ def ff_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume |
         _record(summary, "ff", "skipped", "no Dixon / multi-echo GRE series or vendor water/fat/FF maps: "
                                           "the report will have no fat grades")
         return None, None
+    from .maps.dixon import compute_fat_fraction
     step(f"ff: fat fraction ({opts.ff_method}) from '{source.description}'")
     maps = compute_fat_fraction(method=opts.ff_method, **inputs)
     written = maps.write(out / "maps" / "ff")
