@@ -149,7 +149,7 @@ def heatmap_figure(report: dict, inputs) -> Figure | None:
             ys, xs = np.nonzero(labels[z] == value)
             ax.text(xs.mean(), ys.mean(), LABEL_BY_VALUE[int(value)].muscle.abbreviation, fontsize=6,
                     ha="center", va="center", color="white")
-        ax.set_title(f"Per-muscle {title.lower()}, slice {z + 1}", fontsize=9)
+        ax.set_title(f"Per-muscle {title}, slice {z + 1}", fontsize=9)
         ax.axis("off")
         figure.colorbar(image, ax=ax, shrink=0.8, label=title)
     return figure
