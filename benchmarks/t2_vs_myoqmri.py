@@ -1,0 +1,115 @@
+"""Water-T2 speed and accuracy against MyoQMRI's waterT2 (CPU) and a scipy curve_fit baseline.
+
+Simulates 17-echo, 10 ms MESE voxels (2d slice-profile model, Rician noise SNR 50), fits them
+with myositis_qmri, a per-voxel scipy mono-exponential curve_fit, and (when a venv with
+`pip install myoqmri` exists at $MYOQMRI_VENV, default /tmp/myoqmri-venv) MyoQMRI's waterT2 on
+a 4-D NIfTI with a JSON sidecar, then prints voxels/s, ratios, T2 spread against the truth,
+the extrapolated time for 3 million voxels and peak memory. Not a test; run niced:
+    nice .venv/bin/python benchmarks/t2_vs_myoqmri.py [n_voxels]
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy.optimize import curve_fit
+
+from myositis_qmri.maps.relaxation import FAT_T1_MS, FAT_T2_MS, WATER_T1_MS
+from myositis_qmri.maps.t2 import epg_projector, fit_signals
+from myositis_qmri.maps.t2.dictionary import SequenceModel, simulate_trains
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 100000
+MYOQMRI_VOXELS = 400          # MyoQMRI fits ~200 voxels/s: keep its share short
+TE = 10.0 * np.arange(1, 18)
+
+
+def simulate(n, rng):
+    seq = SequenceModel(17, 10.0, "2d")
+    t2, ff, b1 = rng.uniform(20, 60, n), rng.uniform(0, 0.6, n), rng.uniform(0.7, 1.1, n)
+    s = (1 - ff)[:, None] * simulate_trains(seq, t2, b1, WATER_T1_MS) + ff[:, None] * simulate_trains(
+        seq, FAT_T2_MS, b1, FAT_T1_MS)
+    sigma = s[:, 0].mean() / 50
+    noisy = np.abs(s + sigma * (rng.standard_normal(s.shape) + 1j * rng.standard_normal(s.shape)))
+    return seq, t2, ff, noisy * 1000, 2 * (1000 * sigma) ** 2
+
+
+def spread(estimate, truth):
+    err = estimate - truth
+    ok = np.isfinite(err)
+    return f"bias {np.mean(err[ok]):+.2f} ms, sd {np.std(err[ok]):.2f} ms, MAE {np.mean(np.abs(err[ok])):.2f} ms"
+
+
+def run_ours(seq, signals, noise_power):
+    proj = epg_projector(seq)           # dictionary cached (built on first run)
+    fit_signals(proj, signals[:1000], noise_power)
+    start = time.perf_counter()
+    fit = fit_signals(proj, signals, noise_power)
+    return fit, len(signals) / (time.perf_counter() - start)
+
+
+def run_curve_fit(signals, n=2000):
+    model = lambda te, a, t2: a * np.exp(-te / t2)
+    out = np.full(n, np.nan)
+    start = time.perf_counter()
+    for i in range(n):
+        try:
+            out[i] = curve_fit(model, TE, signals[i], p0=(signals[i, 0] * 1.5, 40.0), maxfev=200)[0][1]
+        except RuntimeError:
+            pass
+    return out, n / (time.perf_counter() - start)
+
+
+def run_myoqmri(signals):
+    venv = Path(os.environ.get("MYOQMRI_VENV", "/tmp/myoqmri-venv"))
+    exe = venv / "bin" / "waterT2"
+    if not exe.exists():
+        return None, None, "MyoQMRI not installed (pip install myoqmri into $MYOQMRI_VENV)"
+    n = len(signals)
+    side = int(np.ceil(np.sqrt(n)))
+    vol = np.zeros((side, side, 1, 17), np.float32)
+    vol.reshape(-1, 17)[:n] = signals
+    work = Path(tempfile.mkdtemp(prefix="myoqmri-bench-"))
+    (work / "data").mkdir()            # MyoQMRI caches its dictionary only if ./data exists
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), work / "mese.nii.gz")
+    (work / "mese.json").write_text(json.dumps({"EchoTime": TE.tolist(), "FourthDimension": "EchoTime"}))
+    cmd = [str(exe), "--bids", "--path-is-nifti", "--nthreads", "2", str(work / "mese.nii.gz")]
+    subprocess.run(cmd, cwd=work, capture_output=True, timeout=900)   # first run builds the dictionary
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900)
+    elapsed = time.perf_counter() - start
+    outputs = sorted(work.rglob("*t2*.nii*"))
+    if done.returncode != 0 or not outputs:
+        return None, None, f"MyoQMRI failed: {done.stderr[-400:]}"
+    t2 = np.asarray(nib.load(outputs[0]).dataobj).reshape(-1)[:n]
+    return t2, n / elapsed, f"{outputs[0].name}, {elapsed:.1f} s including start-up"
+
+
+def main():
+    rng = np.random.default_rng(0)
+    seq, t2, ff, signals, noise_power = simulate(N, rng)
+    fit, ours = run_ours(seq, signals, noise_power)
+    print(f"myositis_qmri: {ours:,.0f} voxels/s on {N} voxels; water T2 {spread(fit['t2'], t2)}")
+    print(f"  3 million voxels: {3e6 / ours:.1f} s (extrapolated from {N} voxels)")
+    mono, cf = run_curve_fit(signals)
+    print(f"scipy curve_fit mono-exponential: {cf:,.0f} voxels/s; T2 {spread(mono, t2[:len(mono)])}; "
+          f"ours is {ours / cf:.0f}x faster")
+    m_t2, m_speed, note = run_myoqmri(signals[:MYOQMRI_VOXELS])
+    if m_t2 is None:
+        print(note)
+    else:
+        print(f"MyoQMRI waterT2: {m_speed:,.0f} voxels/s ({note}); water T2 {spread(m_t2, t2[:MYOQMRI_VOXELS])}")
+        print(f"  ours on the same voxels: {spread(fit['t2'][:MYOQMRI_VOXELS], t2[:MYOQMRI_VOXELS])}")
+        print(f"  throughput ratio ours / MyoQMRI: {ours / m_speed:.0f}x")
+    print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
