@@ -168,3 +168,63 @@ def test_batch_command_reports_a_bad_argument_in_one_line(tmp_path):
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "study not found" in done.stderr
+
+
+# ------------------------------------------------------------------ end to end: run_study on phantom studies
+
+@pytest.fixture(scope="module")
+def phantom_studies(tmp_path_factory):
+    """Three DICOM studies (T1w + MESE of a small phantom), the third garbled, each with a
+    reviewer-corrected segmentation already in its output folder (`reuse`)."""
+    import shutil
+
+    from myositis_qmri.phantom import make_exam, write_exam
+    root = tmp_path_factory.mktemp("cohort")
+    written = write_exam(make_exam(seed=5, size="small"), root / "exam")
+    studies = []
+    for name in ("patient_a", "patient_b", "patient_c"):
+        for series in ("01_T1w_TSE", "02_MESE"):
+            shutil.copytree(written["dicom"] / series, root / "in" / name / series)
+        studies.append(root / "in" / name)
+    for path in sorted(studies[2].rglob("*")):
+        if path.is_file():  # garbled: a plausible preamble, then noise
+            path.write_bytes(path.read_bytes()[:132] + bytes(b ^ 0xA5 for b in path.read_bytes()[132:400]))
+    return studies, root / "exam" / "truth" / "muscle_labels.nii.gz"
+
+
+def test_cohort_of_phantom_studies_end_to_end(phantom_studies, tmp_path):
+    import hashlib
+    import shutil
+
+    studies, labels = phantom_studies
+    out = tmp_path / "cohort"
+    for name in ("patient_a", "patient_b", "patient_c"):
+        (out / name / "segmentation").mkdir(parents=True)
+        shutil.copy(labels, out / name / "segmentation" / "muscles.nii.gz")
+    inputs_before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for s in studies for p in s.rglob("*") if p.is_file()}
+    options = {"reuse": True, "formats": ("json", "csv")}
+
+    result = batch.run_cohort(studies, out, options, n_workers=2)
+    status = {r["study"]: r for r in result.records}
+    assert status["patient_a"]["status"] == status["patient_b"]["status"] == "complete", status
+    assert status["patient_c"]["status"] == "failed" and status["patient_c"]["error_type"] == "InputError"
+    assert "patient_c" in status["patient_c"]["error"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"complete": 2, "failed": 1, "pending": 0}
+
+    rows = list(csv.DictReader((out / "cohort.csv").open()))
+    for name in ("patient_a", "patient_b"):
+        report = json.loads((out / name / "report.json").read_text())
+        mine = [r for r in rows if r["study"] == name]
+        assert len(mine) == len(report["muscles"]) >= 20  # one row per muscle and side
+        assert len({r["key"] for r in mine}) == len(mine)
+    assert not any(r["study"] == "patient_c" for r in rows)
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs_before} == inputs_before
+
+    mtimes = {n: (out / n / "report.json").stat().st_mtime_ns for n in ("patient_a", "patient_b")}
+    rerun = batch.run_cohort(studies, out, options, n_workers=2)
+    again = {r["study"]: r for r in rerun.records}
+    assert again["patient_a"].get("reused") and again["patient_b"].get("reused")
+    assert again["patient_a"]["finished"] == status["patient_a"]["finished"]
+    assert {n: (out / n / "report.json").stat().st_mtime_ns for n in mtimes} == mtimes
+    assert again["patient_c"]["status"] == "failed"
