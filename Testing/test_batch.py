@@ -28,8 +28,9 @@ distributed = pytest.importorskip("distributed")
 
 def label_means_study(study_path: Path, output_dir: Path, options: dict) -> dict:
     """Per-label mean of map.nii.gz inside labels.nii.gz; logs each call to options['call_log']."""
-    with open(options["call_log"], "a") as log:
-        log.write(f"{study_path.name} {os.getpid()}\n")
+    if "call_log" in options:
+        with open(options["call_log"], "a") as log:
+            log.write(f"{study_path.name} {os.getpid()}\n")
     values = read_volume(study_path / "map.nii.gz")
     labels = read_volume(study_path / "labels.nii.gz")
     if not labels.geometry.same_grid(values.geometry):
@@ -161,6 +162,19 @@ def test_study_names_stay_unique_and_stable(tmp_path):
 def test_missing_study_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="study not found"):
         batch.plan_tasks([tmp_path / "nope"], tmp_path / "out")
+
+
+def test_batch_command_skips_studies_already_complete(cohort, capsys):
+    from myositis_qmri import cli
+    from myositis_qmri.commands import batch as batch_command
+
+    studies, out, _ = cohort
+    argv = ["batch", *map(str, studies[:2]), "--out", str(out), "--reuse", "--t2-model", "mono"]
+    options = batch_command.run_options(cli.build_parser("batch").parse_args(argv))
+    assert options["reuse"] is True and options["t2_model"] == "mono"
+    batch.run_cohort(studies[:2], out, options, n_workers=1, study_function=label_means_study)
+    assert cli.main(argv) == 0  # everything is complete: no cluster is even started
+    assert "2/2 studies complete (2 already done), 0 failed" in capsys.readouterr().out
 
 
 def test_batch_command_reports_a_bad_argument_in_one_line(tmp_path):

@@ -6,8 +6,10 @@ completed, 1 when some failed (each failure is in manifest.json), 2 for bad argu
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from dataclasses import asdict
 
 from ..errors import InputError
 
@@ -20,6 +22,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, metavar="N",
                         help="local worker processes (default: min(2, CPU count)); ignored with --scheduler")
     parser.add_argument("--json", action="store_true", help="print the cohort summary as JSON")
+    # the `run` options that make sense for a whole cohort (not --previous/--review, which are per study)
+    parser.add_argument("--t2-model", default="epg", choices=("epg", "mono"))
+    parser.add_argument("--profile", dest="t2_profile", choices=("2d", "3d"), default=None)
+    parser.add_argument("--fat-t2", dest="fat_t2_ms", default="151", help="fat T2 in ms, or 'auto'")
+    parser.add_argument("--ff-method", default="auto")
+    parser.add_argument("--model", dest="seg_model", help="segmentation model file (default: the shipped one)")
+    parser.add_argument("--reuse", action="store_true", help="keep outputs already in each study's folder")
+    parser.add_argument("--erode", action="store_true")
+    parser.add_argument("--scoring")
+    parser.add_argument("--anonymize", action="store_true")
+
+
+def run_options(args) -> dict:
+    """The per-study `run` options, as the plain dict each worker receives."""
+    from .run import options_from_args
+    return asdict(options_from_args(argparse.Namespace(**vars(args), previous=None, review=None)))
 
 
 def main(args) -> int:
@@ -27,7 +45,11 @@ def main(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers", "must be at least 1")
-    result = run_cohort(args.studies, args.out, scheduler=args.scheduler, n_workers=args.workers)
+    try:
+        options = run_options(args)
+    except ValueError:
+        raise InputError("--fat-t2", f"expected a number of ms or 'auto', got {args.fat_t2_ms!r}") from None
+    result = run_cohort(args.studies, args.out, options, scheduler=args.scheduler, n_workers=args.workers)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
