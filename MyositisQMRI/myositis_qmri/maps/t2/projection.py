@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-COARSE_B1_STEP = 5   # coarse grid keeps every 5th B1 (0.05) and every 4th T2 (8 %)
-COARSE_T2_STEP = 4
+MAX_ATOM_RESIDUAL = 0.003   # relative norm of an atom lost by the subspace compression
+COARSE_B1_STEP = 8   # coarse grid: every 8th B1 (0.08) and every 8th T2 (17 %); then halving
+COARSE_T2_STEP = 8   # steps with 5x5 windows down to the full grid
 
 
 @dataclass
@@ -42,9 +43,17 @@ class Projector:
         atoms = water.reshape(-1, water.shape[-1])
         if fat is not None:
             atoms = np.concatenate([atoms, np.asarray(fat, dtype=float)])
-        _, s, vt = np.linalg.svd(atoms, full_matrices=False)
-        energy = np.cumsum(s ** 2) / np.sum(s ** 2)
-        k = int(min(np.searchsorted(energy, 1 - 1e-9) + 1, vt.shape[0]))
+        # Rank: the fewest SVD directions that keep every (unit-norm) atom to within
+        # MAX_ATOM_RESIDUAL of itself; the rest is far below any echo noise, and the
+        # matrix products shrink with it.
+        unit = atoms / np.maximum(np.linalg.norm(atoms, axis=1, keepdims=True), 1e-30)
+        _, _, vt = np.linalg.svd(unit, full_matrices=False)
+        k = vt.shape[0]
+        for rank in range(1, vt.shape[0] + 1):
+            kept = unit @ vt[:rank].T
+            if np.max(1.0 - np.einsum("ak,ak->a", kept, kept)) < MAX_ATOM_RESIDUAL ** 2:
+                k = rank
+                break
         basis = vt[:k].T
         w = water @ basis
         w_norm = np.linalg.norm(w, axis=-1)
@@ -71,115 +80,128 @@ class Projector:
         return np.asarray(signals, dtype=np.float32) @ self.basis
 
 
-def _energy(cf, cu, u_norm, g, f_norm, w_norm):
-    """Explained energy with non-negative water and fat amplitudes (arrays broadcast)."""
-    if cf is None:
-        return np.square(np.maximum(cu, 0))
-    water_amp = cu / u_norm
-    fat_amp = cf - water_amp * g            # times |f|, sign is what matters
-    both = (water_amp >= 0) & (fat_amp >= 0)
-    water_only = np.square(np.maximum((cu * u_norm + g * cf) / w_norm, 0))
-    fat_only = np.square(np.maximum(cf, 0))
-    return np.where(both, cf * cf + cu * cu, np.maximum(water_only, fat_only))
+def fit_compressed(proj: Projector, y: np.ndarray, chunk: int = 8192):
+    """Best grid atom per voxel and sub-grid offsets. `y` is (n, K) compressed, normalised.
 
-
-def _window_starts(centre, step, size):
-    half = step
-    width = 2 * half + 1
-    if size <= width:
-        return np.zeros_like(centre), size
-    return np.clip(centre - half, 0, size - width), width
-
-
-def fit_compressed(proj: Projector, y: np.ndarray, chunk: int = 32768):
-    """Best grid atom per voxel and parabolic offsets. `y` is (n, K) compressed, normalised.
-
-    Returns b_index, t_index (ints), b_offset, t_offset (in grid steps, |.| <= 0.5) and the
-    explained energy at the best grid atom.
+    Returns b_index, t_index (ints), b_offset, t_offset (in grid steps, |.| <= 1) and the
+    explained energy at the best grid atom. Chunks keep the working arrays in cache.
     """
     n = y.shape[0]
-    n_b, n_t = proj.u.shape[:2]
-    cb_idx = np.arange(0, n_b, COARSE_B1_STEP) if n_b > 1 else np.zeros(1, int)
-    if n_b > 1 and cb_idx[-1] != n_b - 1:
-        cb_idx = np.append(cb_idx, n_b - 1)
-    ct_idx = np.arange(0, n_t, COARSE_T2_STEP)
-    if ct_idx[-1] != n_t - 1:
-        ct_idx = np.append(ct_idx, n_t - 1)
-    u_coarse = proj.u[np.ix_(cb_idx, ct_idx)].reshape(-1, y.shape[1]).T      # (K, Bc*Tc)
-    coarse_cell = np.empty(n, dtype=np.int64)
+    out = (np.empty(n, np.int64), np.empty(n, np.int64), np.zeros(n, np.float32),
+           np.zeros(n, np.float32), np.empty(n, np.float32))
+    tables = _tables(proj)
     for start in range(0, n, chunk):
-        yc = y[start:start + chunk]
-        score = np.maximum(yc @ u_coarse, 0)
-        np.square(score, out=score)
-        if proj.has_fat:
-            cf = yc @ proj.f_hat[cb_idx].T                                        # (m, Bc)
-            score = score.reshape(len(yc), len(cb_idx), len(ct_idx))
-            score += np.square(cf)[:, :, None]
-            score = score.reshape(len(yc), -1)
-        coarse_cell[start:start + chunk] = np.argmax(score, axis=1)
-    return _fine_search(proj, y, coarse_cell, cb_idx, ct_idx)
+        part = _fit_chunk(proj, tables, np.ascontiguousarray(y[start:start + chunk]))
+        for array, values in zip(out, part):
+            array[start:start + chunk] = values
+    return out
 
 
-def _fine_search(proj, y, coarse_cell, cb_idx, ct_idx, max_recentre: int = 4):
-    """Full-grid search in a window around each voxel's coarse optimum.
+def _tables(proj: Projector) -> dict:
+    """Flattened per-atom arrays and the coarse grid, computed once per projector."""
+    cached = proj.__dict__.get("_tables")
+    if cached is not None:
+        return cached
+    n_b, n_t, k = proj.u.shape
+    cb = _coarse_indices(n_b, COARSE_B1_STEP)
+    ct = _coarse_indices(n_t, COARSE_T2_STEP)
+    tables = {
+        "u": proj.u.reshape(-1, k), "u_norm": proj.u_norm.ravel(), "g": proj.g.ravel(),
+        "w_norm": proj.w_norm.ravel(), "cb": cb, "ct": ct,
+        "u_coarse_t": np.ascontiguousarray(proj.u[np.ix_(cb, ct)].reshape(-1, k).T),
+        "f_hat_t": None if proj.f_hat is None else np.ascontiguousarray(proj.f_hat.T),
+    }
+    proj.__dict__["_tables"] = tables
+    return tables
 
-    A voxel whose best atom lies on its window's edge (but not on the grid's) is searched
-    again around that atom, so a valley that runs diagonally in (B1, T2) is followed.
+
+def _coarse_indices(size: int, step: int) -> np.ndarray:
+    idx = np.arange(0, size, step)
+    if idx[-1] != size - 1:
+        idx = np.append(idx, size - 1)
+    return idx
+
+
+def _fit_chunk(proj, tables, y):
+    """Coarse grid for all voxels, then 5x5 windows at halving steps down to the full grid."""
+    m = y.shape[0]
+    cb, ct = tables["cb"], tables["ct"]
+    cf_all = None if tables["f_hat_t"] is None else y @ tables["f_hat_t"]          # (m, B)
+    score = y @ tables["u_coarse_t"]                                                # (m, Bc*Tc)
+    np.maximum(score, 0, out=score)
+    np.square(score, out=score)
+    if cf_all is not None:
+        score = score.reshape(m, cb.size, ct.size)
+        score += np.square(cf_all[:, cb])[:, :, None]
+        score = score.reshape(m, -1)
+    best = np.argmax(score, axis=1)
+    b, t = cb[best // ct.size], ct[best % ct.size]
+    b_off, t_off, energy = np.zeros(m, np.float32), np.zeros(m, np.float32), np.zeros(m, np.float32)
+    step_b, step_t = COARSE_B1_STEP, COARSE_T2_STEP
+    while step_b > 1 or step_t > 1:
+        step_b, step_t = max(step_b // 2, 1), max(step_t // 2, 1)
+        final = step_b == 1 and step_t == 1
+        todo = np.arange(m)
+        for _ in range(5 if final else 2):   # re-centre voxels whose best atom is on the window edge
+            bi, ti, b0, t0, win, edge = _window(proj, tables, y, cf_all, todo, b[todo], t[todo],
+                                                step_b, step_t)
+            b[todo], t[todo] = b0 + bi * step_b, t0 + ti * step_t
+            if final:
+                rows = np.arange(todo.size)
+                energy[todo] = win[rows, bi, ti]
+                t_off[todo] = _parabola(win, rows, bi, ti, axis=2)
+                if win.shape[1] > 1:
+                    b_off[todo] = _parabola(win, rows, bi, ti, axis=1)
+                    _quadratic_vertex(win, rows, bi, ti, b_off, t_off, todo)
+            todo = todo[edge]
+            if todo.size == 0:
+                break
+    return b, t, b_off, t_off, energy
+
+
+def _window(proj, tables, y, cf_all, voxels, centre_b, centre_t, step_b, step_t, half: int = 2):
+    """Constrained energies on a (2*half+1)^2 window of atoms spaced (step_b, step_t) per voxel.
+
+    The window is gathered from the flattened atom table by vectorised indexing. Returns the
+    best window position (bi, ti), the window origin (b0, t0), the scores (m, wb, wt), and
+    whether the best lies on a window edge that is not the grid edge.
     """
-    n = y.shape[0]
     n_b, n_t = proj.u.shape[:2]
-    res = {"b": np.empty(n, np.int64), "t": np.empty(n, np.int64), "b_off": np.zeros(n, np.float32),
-           "t_off": np.zeros(n, np.float32), "energy": np.empty(n, np.float32),
-           "edge": np.zeros(n, bool)}
-    centre_b = cb_idx[coarse_cell // len(ct_idx)]
-    centre_t = ct_idx[coarse_cell % len(ct_idx)]
-    half_b = COARSE_B1_STEP if n_b > 1 else 0
-    todo = np.arange(n)
-    for _ in range(max_recentre + 1):
-        _window_pass(proj, y, todo, centre_b[todo] if _ else centre_b, centre_t[todo] if _ else centre_t,
-                     half_b, COARSE_T2_STEP, res)
-        todo = todo[res["edge"][todo]]
-        if todo.size == 0:
-            break
-        centre_b = np.zeros(n, np.int64)
-        centre_t = np.zeros(n, np.int64)
-        centre_b[todo], centre_t[todo] = res["b"][todo], res["t"][todo]
-    return res["b"], res["t"], res["b_off"], res["t_off"], res["energy"]
+    m = voxels.size
+    b0, wb = _origin(centre_b, step_b, half, n_b)
+    t0, wt = _origin(centre_t, step_t, half, n_t)
+    b_idx = b0[:, None] + step_b * np.arange(wb)[None, :]                          # (m, wb)
+    t_idx = t0[:, None] + step_t * np.arange(wt)[None, :]
+    atoms = (b_idx[:, :, None] * n_t + t_idx[:, None, :]).reshape(m, -1)          # (m, wb*wt)
+    yv = y[voxels]
+    cu = np.matmul(tables["u"][atoms], yv[:, :, None])[:, :, 0]
+    if cf_all is None:
+        score = np.square(np.maximum(cu, 0))
+    else:
+        cf = np.repeat(cf_all[voxels[:, None], b_idx], wt, axis=1)                # (m, wb*wt)
+        score = _energy(cf, cu, tables["u_norm"][atoms], tables["g"][atoms], tables["w_norm"][atoms])
+    score = score.reshape(m, wb, wt)
+    bi, ti = np.divmod(np.argmax(score.reshape(m, -1), axis=1), wt)
+    edge = ((ti == 0) & (t0 > 0)) | ((ti == wt - 1) & (t0 + (wt - 1) * step_t < n_t - 1))
+    if wb > 1:
+        edge |= ((bi == 0) & (b0 > 0)) | ((bi == wb - 1) & (b0 + (wb - 1) * step_b < n_b - 1))
+    return bi, ti, b0, t0, score, edge
 
 
-def _window_pass(proj, y, voxels, centre_b, centre_t, half_b, half_t, res):
-    n_b, n_t = proj.u.shape[:2]
-    cell = centre_b * n_t + centre_t
-    order = np.argsort(cell, kind="stable")
-    cells, starts = np.unique(cell[order], return_index=True)
-    ends = np.append(starts[1:], len(voxels))
-    for c, s, e in zip(cells, starts, ends):
-        idx = voxels[order[s:e]]
-        yc = y[idx]
-        b0, wb = _window_starts(np.int64(c // n_t), half_b, n_b)
-        t0, wt = _window_starts(np.int64(c % n_t), half_t, n_t)
-        bs, ts = slice(int(b0), int(b0) + wb), slice(int(t0), int(t0) + wt)
-        u = proj.u[bs, ts]                                                     # (wb, wt, K)
-        cu = (yc @ u.reshape(-1, u.shape[-1]).T).reshape(len(idx), wb, wt)
-        cf = None
-        if proj.has_fat:
-            cf = (yc @ proj.f_hat[bs].T)[:, :, None]
-        score = _energy(cf, cu, proj.u_norm[bs, ts], proj.g[bs, ts],
-                        None if cf is None else proj.f_norm[bs, None], proj.w_norm[bs, ts])
-        flat = np.argmax(score.reshape(len(idx), -1), axis=1)
-        bi, ti = np.divmod(flat, wt)
-        rows = np.arange(len(idx))
-        res["energy"][idx] = score[rows, bi, ti]
-        res["t_off"][idx] = _parabola(score, rows, bi, ti, axis=2)
-        if wb > 1:
-            res["b_off"][idx] = _parabola(score, rows, bi, ti, axis=1)
-            _quadratic_vertex(score, rows, bi, ti, res, idx)
-        res["b"][idx] = b0 + bi
-        res["t"][idx] = t0 + ti
-        on_edge = ((ti == 0) & (t0 > 0)) | ((ti == wt - 1) & (t0 + wt < n_t))
-        if wb > 1:
-            on_edge |= ((bi == 0) & (b0 > 0)) | ((bi == wb - 1) & (b0 + wb < n_b))
-        res["edge"][idx] = on_edge
+def _origin(centre, step, half, size):
+    """First index of a window of 2*half+1 points spaced `step`, kept inside [0, size)."""
+    width = min(2 * half + 1, (size - 1) // step + 1)
+    return np.clip(centre - half * step, 0, size - 1 - (width - 1) * step), width
+
+
+def _energy(cf, cu, u_norm, g, w_norm):
+    """Explained energy with non-negative water and fat amplitudes (arrays of one shape)."""
+    both = (cu >= 0) & (cf * u_norm >= cu * g)      # water and fat amplitudes both >= 0
+    water_only = np.maximum((cu * u_norm + g * cf) / w_norm, 0)
+    np.square(water_only, out=water_only)
+    fat_only = np.square(np.maximum(cf, 0))
+    np.maximum(water_only, fat_only, out=water_only)
+    return np.where(both, cf * cf + cu * cu, water_only)
 
 
 _QX, _QY = np.meshgrid([-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], indexing="ij")   # (b, t) offsets
@@ -187,7 +209,7 @@ _QUAD_PINV = np.linalg.pinv(np.stack([np.ones(9), _QX.ravel(), _QY.ravel(), _QX.
                                       _QY.ravel() ** 2, (_QX * _QY).ravel()], axis=1)).astype(np.float32)
 
 
-def _quadratic_vertex(score, rows, bi, ti, res, idx):
+def _quadratic_vertex(score, rows, bi, ti, b_off, t_off, idx):
     """Joint (B1, T2) vertex of a quadratic through the 3x3 scores around the best atom.
 
     B1 and T2 trade off along a tilted valley at low B1; two separate parabolas would miss
@@ -209,8 +231,8 @@ def _quadratic_vertex(score, rows, bi, ti, res, idx):
         dt_ = (-c[:, 2] * hbb + c[:, 1] * hbt) / det
     ok &= (np.abs(db_) <= 1) & (np.abs(dt_) <= 1)
     target = idx[inner][ok]
-    res["b_off"][target] = db_[ok]
-    res["t_off"][target] = dt_[ok]
+    b_off[target] = db_[ok]
+    t_off[target] = dt_[ok]
 
 
 def _parabola(score, rows, bi, ti, axis):
