@@ -109,6 +109,22 @@ def t2_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume |
     return None, None
 
 
+def gre_magnitude_phase(study):
+    """Magnitude and phase of one multi-echo GRE acquisition: one series holding both, or two
+    series (scanners often store them apart) with the same echo times and grid."""
+    from .io.kinds import SeriesClass
+    gres = study.of_class(SeriesClass.MULTIECHO_GRE)
+    for series in gres:
+        if {ImageKind.MAGNITUDE, ImageKind.PHASE} <= series.image_kinds:
+            return series, series
+    for phase in (s for s in gres if ImageKind.PHASE in s.image_kinds):
+        for magnitude in (s for s in gres if ImageKind.MAGNITUDE in s.image_kinds):
+            if (magnitude.echo_times_ms == phase.echo_times_ms and magnitude.n_slices == phase.n_slices
+                    and magnitude.matrix == phase.matrix):
+                return magnitude, phase
+    return None, None
+
+
 def ff_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume | None, object]:
     target = out / "maps" / "ff" / "ff.nii.gz"
     gre = study.multiecho_gre()
@@ -116,9 +132,10 @@ def ff_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume |
     if opts.reuse and target.exists():
         _record(summary, "ff", "reused", f"existing {target.relative_to(out)}", ff=target)
         return read_volume(target), gre or ff_series or water
-    if gre is not None and ImageKind.PHASE in gre.image_kinds:
-        inputs, source = dict(magnitude=gre.to_echo_series(ImageKind.MAGNITUDE),
-                              phase=gre.to_echo_series(ImageKind.PHASE)), gre
+    magnitude_series, phase_series = gre_magnitude_phase(study)
+    if magnitude_series is not None and phase_series is not None:
+        inputs, source = dict(magnitude=magnitude_series.to_echo_series(ImageKind.MAGNITUDE),
+                              phase=phase_series.to_echo_series(ImageKind.PHASE)), magnitude_series
     elif gre is not None and ImageKind.REAL in gre.image_kinds and ImageKind.IMAGINARY in gre.image_kinds:
         real, imaginary = gre.to_echo_series(ImageKind.REAL), gre.to_echo_series(ImageKind.IMAGINARY)
         inputs, source = dict(complex_series=real.replace(array=real.array + 1j * imaginary.array,
@@ -127,7 +144,7 @@ def ff_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume |
         inputs, source = dict(water=water.to_volume(ImageKind.WATER), fat=fat.to_volume(ImageKind.FAT)), water
     elif ff_series is not None:
         inputs, source = dict(ff_map=ff_series.to_volume(ImageKind.FAT_FRACTION)), ff_series
-    elif gre is not None:
+    elif gre is not None and ImageKind.MAGNITUDE in gre.image_kinds:
         inputs, source = dict(magnitude=gre.to_echo_series(ImageKind.MAGNITUDE)), gre
     else:
         _record(summary, "ff", "skipped", "no Dixon / multi-echo GRE series or vendor water/fat/FF maps: "
