@@ -94,20 +94,21 @@ def compute_fat_fraction(method: str = "auto", magnitude: EchoSeries | None = No
     signal = np.asarray(series.array, np.complex64)
     if method != "dixon2":
         is_clockwise, how = resolve_clockwise(series, signal, field_strength, clockwise, mask_array)
-        if is_clockwise:
-            signal = np.conj(signal)
     else:  # magnitudes alone decide W and F; the sense only flips the field's sign
-        is_clockwise, how = bool(clockwise or series.precession_clockwise), "not needed for 2 echoes"
-        if is_clockwise:
-            signal = np.conj(signal)
+        flag = clockwise if clockwise is not None else series.precession_clockwise
+        is_clockwise, how = (True if flag is None else bool(flag)), "not needed for 2 echoes"
+    if not is_clockwise:  # ISMRM toolbox meaning: conjugate when PrecessionIsClockwise <= 0
+        signal = np.conj(signal)
     spacing_zyx = tuple(reversed(series.spacing_mm))
     step(f"fat fraction: {method}, {series.n_echoes} echoes at {field_strength:g} T, "
-         f"precession {'clockwise' if is_clockwise else 'counter-clockwise'} ({how})")
+         f"PrecessionIsClockwise={int(is_clockwise)} ({how})")
     if method == "dixon2":
         result = separate_two_point(signal, series.echo_times_ms, field_strength, spacing_zyx, mask_array)
     else:
         result = separate_complex(signal, series.echo_times_ms, field_strength, spacing_zyx, mask_array,
                                   fit_r2star=series.n_echoes >= 4 and method == "multiecho")
+        if series.n_echoes < 4 or method != "multiecho":
+            result["r2star"] = None  # not fitted: too few echoes
     geometry = series.geometry
     meta = {"method": method, "field_strength_t": field_strength, "precession_clockwise": is_clockwise,
             "echo_times_ms": list(series.echo_times_ms)}
@@ -124,10 +125,13 @@ def compute_fat_fraction(method: str = "auto", magnitude: EchoSeries | None = No
 
 def resolve_clockwise(series: EchoSeries, signal: np.ndarray, field_t: float, clockwise=None, mask=None,
                       n_sample: int = 20000) -> tuple[bool, str]:
-    """Precession sense: given, else from the series, else the sense the 6-peak fat model fits best.
+    """PrecessionIsClockwise in the ISMRM toolbox meaning (True: data used as they are, fat at
+    negative frequency; False: conjugated first): given, else from the series, else the sense
+    the 6-peak fat model fits best.
 
     Conjugated data fit the model only with fat moved to +3.4 ppm; the asymmetric minor peaks
-    leave a larger residual in mixed and fat voxels, which decides the sense.
+    leave a larger residual in mixed and fat voxels, which decides the sense. Only the
+    brightest voxels vote, where model error rather than noise dominates the residual.
     """
     if clockwise is not None:
         return bool(clockwise), "given"
@@ -137,15 +141,18 @@ def resolve_clockwise(series: EchoSeries, signal: np.ndarray, field_t: float, cl
     tissue = mask if mask is not None else signal_mask(rms, noise_sigma(np.abs(signal[0])))
     index = np.flatnonzero(tissue.ravel())
     if index.size == 0:
-        return False, "no tissue to decide; assumed counter-clockwise"
+        return True, "no tissue to decide; data used as they are"
+    energy = np.sum(np.abs(signal.reshape(signal.shape[0], -1)[:, index]) ** 2, axis=0)
+    index = index[energy >= np.percentile(energy, 70)]
     index = index[np.linspace(0, index.size - 1, min(n_sample, index.size)).astype(int)]
     samples = signal.reshape(signal.shape[0], -1)[:, index]
     grid = make_field_grid(series.echo_times_ms)
     rows = projection_rows(series.echo_times_ms, fat_phasor(series.echo_times_ms, field_t), grid.freqs_hz,
                            (0.0, 100.0) if series.n_echoes >= 4 else (0.0,))
-    ccw = residual_curves(samples, rows, grid.freqs_hz.size).min(axis=0).sum()
-    cw = residual_curves(np.conj(samples), rows, grid.freqs_hz.size).min(axis=0).sum()
-    return bool(cw < ccw), f"fat-model residual {min(cw, ccw) / max(cw, ccw, 1e-30):.2f} of the other sense"
+    as_is = residual_curves(samples, rows, grid.freqs_hz.size).min(axis=0).sum()
+    conjugated = residual_curves(np.conj(samples), rows, grid.freqs_hz.size).min(axis=0).sum()
+    ratio = min(as_is, conjugated) / max(as_is, conjugated, 1e-30)
+    return bool(as_is <= conjugated), f"fat-model residual {ratio:.2f} of the other sense"
 
 
 def _complex_input(method, magnitude, phase, complex_series) -> EchoSeries:
