@@ -164,7 +164,7 @@ def test_missing_study_is_an_input_error(tmp_path):
         batch.plan_tasks([tmp_path / "nope"], tmp_path / "out")
 
 
-def test_batch_command_skips_studies_already_complete(cohort, capsys):
+def test_batch_command_skips_studies_already_complete(cohort, cluster, capsys):
     from myositis_qmri import cli
     from myositis_qmri.commands import batch as batch_command
 
@@ -172,7 +172,8 @@ def test_batch_command_skips_studies_already_complete(cohort, capsys):
     argv = ["batch", *map(str, studies[:2]), "--out", str(out), "--reuse", "--t2-model", "mono"]
     options = batch_command.run_options(cli.build_parser("batch").parse_args(argv))
     assert options["reuse"] is True and options["t2_model"] == "mono"
-    batch.run_cohort(studies[:2], out, options, n_workers=1, study_function=label_means_study)
+    batch.run_cohort(studies[:2], out, options, scheduler=cluster.scheduler_address,
+                     study_function=label_means_study)
     assert cli.main(argv) == 0  # everything is complete: no cluster is even started
     assert "2/2 studies complete (2 already done), 0 failed" in capsys.readouterr().out
 

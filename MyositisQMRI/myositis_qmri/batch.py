@@ -232,12 +232,15 @@ class CohortResult:
 
 
 def _local_cluster(n_workers: int | None):
+    import dask
     from distributed import LocalCluster
     workers = n_workers or min(2, os.cpu_count() or 1)
     # Loopback only (scheduler, workers and the status page on a free port): nothing is
-    # reachable from the network.
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address="127.0.0.1:0", silence_logs=40)
+    # reachable from the network. A study that kills its worker (out of memory, a crash in a
+    # native library) is retried once, not three times, then recorded as failed.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address="127.0.0.1:0", silence_logs=40)
 
 
 def run_cohort(study_paths: Sequence[str | Path], out_dir: str | Path, options: dict | None = None, *,
