@@ -17,7 +17,7 @@ from ...io.dicom_values import phase_to_radians
 from ...io.nifti import write_volume
 from ...progress import step
 from ...volume import EchoSeries, Volume
-from ..fat_spectrum import fat_phasor
+from ..fat_spectrum import FAT_PEAK_AMPLITUDES, fat_peak_frequencies_hz, fat_phasor
 from .fieldmap import make_field_grid, projection_rows, residual_curves
 from .multiecho import separate_complex
 from .noise import noise_sigma, signal_mask
@@ -96,12 +96,12 @@ def compute_fat_fraction(method: str = "auto", magnitude: EchoSeries | None = No
         is_clockwise, how = resolve_clockwise(series, signal, field_strength, clockwise, mask_array)
     else:  # magnitudes alone decide W and F; the sense only flips the field's sign
         flag = clockwise if clockwise is not None else series.precession_clockwise
-        is_clockwise, how = (True if flag is None else bool(flag)), "not needed for 2 echoes"
-    if not is_clockwise:  # ISMRM toolbox meaning: conjugate when PrecessionIsClockwise <= 0
+        is_clockwise, how = bool(flag), "not needed for 2 echoes"
+    if is_clockwise:
         signal = np.conj(signal)
     spacing_zyx = tuple(reversed(series.spacing_mm))
     step(f"fat fraction: {method}, {series.n_echoes} echoes at {field_strength:g} T, "
-         f"PrecessionIsClockwise={int(is_clockwise)} ({how})")
+         f"{'clockwise, conjugated' if is_clockwise else 'counter-clockwise'} ({how})")
     if method == "dixon2":
         result = separate_two_point(signal, series.echo_times_ms, field_strength, spacing_zyx, mask_array)
     else:
@@ -125,9 +125,12 @@ def compute_fat_fraction(method: str = "auto", magnitude: EchoSeries | None = No
 
 def resolve_clockwise(series: EchoSeries, signal: np.ndarray, field_t: float, clockwise=None, mask=None,
                       n_sample: int = 20000) -> tuple[bool, str]:
-    """PrecessionIsClockwise in the ISMRM toolbox meaning (True: data used as they are, fat at
-    negative frequency; False: conjugated first): given, else from the series, else the sense
-    the 6-peak fat model fits best.
+    """Whether the data precess clockwise (True: conjugate before fitting): given, else from the
+    series, else the sense the 6-peak fat model fits best.
+
+    Core convention: exp(+2 pi i f t) with fat at negative frequency. ISMRM toolbox files whose
+    PrecessionIsClockwise is 1 are already in it (the toolbox conjugates when the flag is <= 0),
+    so pass clockwise = not PrecessionIsClockwise for them.
 
     Conjugated data fit the model only with fat moved to +3.4 ppm; the asymmetric minor peaks
     leave a larger residual in mixed and fat voxels, which decides the sense. Only the
@@ -141,7 +144,7 @@ def resolve_clockwise(series: EchoSeries, signal: np.ndarray, field_t: float, cl
     tissue = mask if mask is not None else signal_mask(rms, noise_sigma(np.abs(signal[0])))
     index = np.flatnonzero(tissue.ravel())
     if index.size == 0:
-        return True, "no tissue to decide; data used as they are"
+        return False, "no tissue to decide; data used as they are"
     energy = np.sum(np.abs(signal.reshape(signal.shape[0], -1)[:, index]) ** 2, axis=0)
     index = index[energy >= np.percentile(energy, 70)]
     index = index[np.linspace(0, index.size - 1, min(n_sample, index.size)).astype(int)]
@@ -152,7 +155,7 @@ def resolve_clockwise(series: EchoSeries, signal: np.ndarray, field_t: float, cl
     as_is = residual_curves(samples, rows, grid.freqs_hz.size).min(axis=0).sum()
     conjugated = residual_curves(np.conj(samples), rows, grid.freqs_hz.size).min(axis=0).sum()
     ratio = min(as_is, conjugated) / max(as_is, conjugated, 1e-30)
-    return bool(as_is <= conjugated), f"fat-model residual {ratio:.2f} of the other sense"
+    return bool(conjugated < as_is), f"fat-model residual {ratio:.2f} of the other sense"
 
 
 def _complex_input(method, magnitude, phase, complex_series) -> EchoSeries:
@@ -192,9 +195,10 @@ def _check_echoes(method: str, series: EchoSeries) -> None:
     if te.max() > 60:
         raise InputError(source, f"echo times {te.tolist()} ms are too long for chemical-shift encoding")
     if n >= 2:
-        # Echo spacings near a full water-fat cycle make fat and water indistinguishable.
-        c = fat_phasor(te, series.field_strength_t or 3.0)
-        if np.max(np.abs(c / c[0] - 1.0)) < 0.2:
+        # Echo spacings near a whole cycle of the main fat peak leave water and fat inseparable.
+        main_peak_hz = fat_peak_frequencies_hz(series.field_strength_t or 3.0)[np.argmax(FAT_PEAK_AMPLITUDES)]
+        cycles = main_peak_hz * (te - te[0]) / 1000.0
+        if np.max(np.abs(cycles - np.round(cycles))) < 0.05:
             raise InputError(source, f"echo times {te.tolist()} ms give fat and water the same phase at every "
                                      "echo; they cannot be separated")
 

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-RAYLEIGH_MEDIAN = 1.1774  # median of a Rayleigh distribution in units of sigma
+RAYLEIGH_P25 = 0.7585  # 25th percentile of a Rayleigh distribution in units of sigma
 
 
 def noise_sigma(magnitude: np.ndarray) -> float:
@@ -23,9 +23,8 @@ def noise_sigma(magnitude: np.ndarray) -> float:
     background = background[background > 0]
     if background.size < 100:
         return 0.0
-    # The lowest quarter of below-Otsu values is the air, not partial-volume tissue edges.
-    low = background[background <= np.percentile(background, 50)]
-    return float(np.median(low) / RAYLEIGH_MEDIAN)
+    # A low percentile of the below-Otsu values is set by the air, not by tissue edges.
+    return float(np.percentile(background, 25) / RAYLEIGH_P25)
 
 
 def signal_mask(magnitude: np.ndarray, sigma: float | None = None, snr_threshold: float = 5.0,

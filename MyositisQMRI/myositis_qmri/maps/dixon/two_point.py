@@ -4,7 +4,9 @@ Magnitudes alone give |S_n|^2 = rho^2 (cos^2 th + 2 Re(c_n) cos th sin th + |c_n
 with W = rho cos th, F = rho sin th: their ratio fixes th up to (usually) two roots, the
 water-fat ambiguity. Each root implies a phase error between the echoes (the field map term);
 the swap-free choice is the root whose field is spatially smooth, found by the same graph cut
-as the multi-echo method. Echo times need not be in/opposed phase.
+as the multi-echo method. Echo times need not be in/opposed phase. Near in/opposed echoes
+leave one global ambiguity (everything swapped is as smooth), settled by the mean field
+being near 0 Hz in a shimmed magnet.
 """
 from __future__ import annotations
 
@@ -42,6 +44,20 @@ def candidates(signal_ev: np.ndarray, c: np.ndarray, delta_t_s: float):
     return out
 
 
+def _resolve_global_ambiguity(field, energy, mask, delta_t):
+    """Pick between the smooth field and its everywhere-swapped twin (half a period away).
+
+    With near in/opposed echoes both are equally smooth; a shimmed magnet keeps the mean
+    off-resonance well inside +-1/4 period (+-227 Hz at 3 T, 1.1 ms spacing), which decides.
+    """
+    phasor = np.sum(energy[mask] * np.exp(2j * np.pi * field[mask] * delta_t))
+    mean_hz = np.angle(phasor) / (2 * np.pi * delta_t)
+    half_period = 0.5 / delta_t
+    if abs(mean_hz) > half_period / 2:
+        field = field - np.sign(mean_hz) * half_period
+    return field
+
+
 def _root(h, k, cols):
     h0, h1 = h[k, cols], h[k + 1, cols]
     frac = np.clip(h0 / np.where(h0 - h1 == 0, 1e-30, h0 - h1), 0.0, 1.0)
@@ -72,6 +88,7 @@ def separate_two_point(signal: np.ndarray, echo_times_ms, field_t: float, spacin
 
     field = estimate_field_map(signal, curves, grid, mask, spacing_zyx, energy_ref, smoothness,
                                desc="two-point field map")
+    field = _resolve_global_ambiguity(field, energy, mask, delta_t)
     flat = signal.reshape(2, -1)
     index = np.flatnonzero(mask.ravel())
     water = np.zeros(flat.shape[1], np.float32)
