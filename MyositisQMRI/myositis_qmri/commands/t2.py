@@ -2,6 +2,8 @@
 
 Writes t2w.nii.gz (ms), ffmese.nii.gz (%), b1.nii.gz, residual.nii.gz and t2w_crlb.nii.gz
 (Cramer-Rao bound of water T2, ms) on the input grid, plus t2_fit.json describing the fit.
+When the input is a scanner T2 map (a DICOM series classified as one, or any image with
+--scanner-t2), it is imported in ms as t2w.nii.gz, labelled as the scanner's T2 in t2_fit.json.
 """
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fat-suppressed", action="store_true",
                         help="fat-saturated MESE: single-component water fit with B1")
     parser.add_argument("--drop-first-echo", action="store_true", help="mono model: ignore the first echo")
+    parser.add_argument("--scanner-t2", action="store_true",
+                        help="INPUT is a scanner T2 map (MapIt, Cartigram, ...): import it instead of fitting")
+    parser.add_argument("--scanner-t2-scale", type=float, default=None,
+                        help="scanner T2 map: factor from stored values to ms (default: detected)")
     parser.add_argument("--refocusing-ratio", type=float, default=None,
                         help="2d model: refocusing / excitation slice width (default 1.2)")
 
@@ -48,15 +54,52 @@ def _fat_t2(text: str):
         raise InputError("--fat-t2", f"expected a number of ms or 'auto', got {text!r}") from None
 
 
+def _is_scanner_t2_map(args) -> bool:
+    """--scanner-t2, or one DICOM input holding a scanner T2 map and no MESE series."""
+    if args.scanner_t2 or args.scanner_t2_scale is not None:
+        return True
+    from ..io.discover import discover
+    from ..io.kinds import SeriesClass
+    from ..io.nifti import is_image_file
+    if len(args.input) != 1 or is_image_file(Path(args.input[0])):
+        return False
+    classes = {s.series_class for s in discover(args.input[0]).series}
+    return SeriesClass.VENDOR_T2 in classes and SeriesClass.MESE not in classes
+
+
+def _import_scanner_t2(args, mask) -> int:
+    from ..io.nifti import write_volume
+    from ..maps.scanner_t2 import read_scanner_t2_map
+    from ..maps.t2 import mask_on_grid
+    step(f"importing scanner T2 map {args.input[0]}")
+    t2 = read_scanner_t2_map(args.input[0], args.scanner_t2_scale)
+    if mask is not None:
+        t2 = t2.with_array(t2.array * mask_on_grid(mask, t2.geometry))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_volume(t2, out / "t2w.nii.gz", "float32")
+    info = {"model": "scanner", "source": t2.metadata["source"],
+            "scanner_t2_scale": t2.metadata["scanner_t2_scale"],
+            "value_mapping": t2.metadata.get("value_mapping"),
+            "note": "imported scanner T2 map (mono-exponential, vendor-fitted): not the EPG water T2; "
+                    "it reads longer where refocusing is imperfect or fat is present. No FF or B1 map.",
+            "outputs": {"water_t2_ms": "t2w.nii.gz"}}
+    write_text_atomic(out / "t2_fit.json", json.dumps(info, indent=2, default=str))
+    step(f"wrote t2w.nii.gz ({t2.metadata['source']}) to {args.out}")
+    return 0
+
+
 def main(args) -> int:
     from ..io.load import load_volume
     from ..maps.t2 import fit_water_t2
     from ..maps.t2.dictionary import SequenceModel
 
+    mask = load_volume(args.mask) if args.mask else None
+    if _is_scanner_t2_map(args):
+        return _import_scanner_t2(args, mask)
     te_ms = parse_te_ms_argument(args.te_ms)
     step(f"reading {', '.join(args.input)}")
     series = _load(args.input, te_ms)
-    mask = load_volume(args.mask) if args.mask else None
     options = {}
     if args.refocusing_ratio is not None:
         if not 0.5 <= args.refocusing_ratio <= 5:

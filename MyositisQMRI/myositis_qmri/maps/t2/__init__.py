@@ -26,7 +26,7 @@ from .dictionary import EpgDictionary, SequenceModel, build_dictionary, default_
 from .noise import estimate_noise_power, remove_noise_floor
 from .projection import Projector, amplitudes, fit_compressed, t2_crlb
 
-__all__ = ["T2Maps", "fit_water_t2", "fit_signals", "SequenceModel", "build_dictionary"]
+__all__ = ["T2Maps", "fit_water_t2", "fit_signals", "SequenceModel", "build_dictionary", "mask_on_grid"]
 
 SLAB_VOXELS = 262144
 MONO_T2_RANGE_MS = (5.0, 1000.0)
@@ -187,11 +187,11 @@ def _fit_mask(array, mask: Volume | None, geometry, noise_power: float) -> np.nd
         # automatic background skipping: well above the noise floor and above 2 % of tissue
         threshold = max(4.0 * np.sqrt(noise_power), 0.02 * float(np.percentile(first[first > 0], 99)))
         return first > threshold
-    on_grid = _mask_on_grid(mask, geometry)
+    on_grid = mask_on_grid(mask, geometry)
     return on_grid & np.any(array > 0, axis=0)
 
 
-def _mask_on_grid(mask: Volume, geometry) -> np.ndarray:
+def mask_on_grid(mask: Volume, geometry) -> np.ndarray:
     """The mask on the series grid: as is when grids match, else resampled by physical position."""
     source = (mask.metadata.get("source_files") or ["--mask"])[0]
     if mask.geometry.same_grid(geometry):
