@@ -30,7 +30,7 @@ __all__ = ["T2Maps", "fit_water_t2", "fit_signals", "SequenceModel", "build_dict
 
 SLAB_VOXELS = 262144
 MONO_T2_RANGE_MS = (5.0, 1000.0)
-FAT_T2_CANDIDATES_MS = np.arange(80.0, 302.0, 2.0)
+FAT_T2_CANDIDATES_MS = np.arange(96.0, 305.0, 8.0)
 
 OUTPUT_FILES = {"water_t2_ms": "t2w.nii.gz", "ff_percent": "ffmese.nii.gz", "b1": "b1.nii.gz",
                 "residual": "residual.nii.gz", "t2_crlb_ms": "t2w_crlb.nii.gz"}
@@ -221,28 +221,43 @@ def _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power)
     return _projector_from(build_dictionary(seq, fat_t2_ms), False), info
 
 
-def calibrate_fat_t2(seq: SequenceModel, array, fit_mask, noise_power, max_voxels: int = 20000):
+def calibrate_fat_t2(seq: SequenceModel, array, fit_mask, noise_power, max_voxels: int = 2000):
     """Fat T2 (ms) of this subject from its fattest voxels (subcutaneous fat).
 
-    A first fit with the default fat T2 finds voxels read as >= 90 % fat with strong signal;
-    those are then fitted with single-component trains (fat T1) over fat T2 and B1, and the
-    median T2 is returned. Falls back to 151 ms when fewer than 50 such voxels exist.
+    A first fit with the default fat T2 finds voxels read as >= 80 % fat with strong signal.
+    Subcutaneous fat still holds some water, so rather than a single-component fit, the
+    full water/fat/B1 fit is repeated over candidate fat T2s and the one with the least
+    residual over those voxels wins (refined by a parabola through its neighbours). Falls
+    back to 151 ms when fewer than 50 such voxels exist.
     """
     signals = array[:, fit_mask].T
     rng = np.random.default_rng(0)
-    if signals.shape[0] > 4 * max_voxels:
-        signals = signals[rng.choice(signals.shape[0], 4 * max_voxels, replace=False)]
-    first = fit_signals(_projector_from(build_dictionary(seq, FAT_T2_MS), False), signals, noise_power)
+    if signals.shape[0] > 20 * max_voxels:
+        signals = signals[rng.choice(signals.shape[0], 20 * max_voxels, replace=False)]
+    dictionary = build_dictionary(seq, FAT_T2_MS)
+    first = fit_signals(_projector_from(dictionary, False), signals, noise_power)
     strong = signals[:, 0] > np.percentile(signals[:, 0], 50)
-    fatty = signals[(first["ff"] >= 90) & strong][:max_voxels]
+    fatty = signals[(first["ff"] >= 80) & strong][:max_voxels]
     if fatty.shape[0] < 50:
         return FAT_T2_MS, f"too few fat voxels ({fatty.shape[0]}); default {FAT_T2_MS} ms used"
-    _, b1_grid = default_grids(seq.profile)
-    trains = simulate_trains(seq, FAT_T2_CANDIDATES_MS[None, :], b1_grid[:, None], seq.fat_t1_ms)
-    fat_proj = Projector.from_atoms(trains, None, FAT_T2_CANDIDATES_MS, b1_grid)
-    fitted = fit_signals(fat_proj, fatty, noise_power)
-    value = float(np.nanmedian(fitted["t2"]))
-    return value, f"median over {fatty.shape[0]} fat voxels"
+    water = dictionary.water, dictionary.t2_grid_ms, dictionary.b1_grid
+
+    def residual(fat_t2_ms: float) -> float:
+        fat = simulate_trains(seq, float(fat_t2_ms), dictionary.b1_grid, seq.fat_t1_ms)
+        proj = Projector.from_atoms(water[0], fat, water[1], water[2])
+        return float(np.nansum(np.square(fit_signals(proj, fatty, noise_power)["residual"])))
+
+    # coarse candidates, then 2 ms steps around the best, then a parabola through the best three
+    coarse = FAT_T2_CANDIDATES_MS
+    best = coarse[int(np.argmin([residual(t) for t in coarse]))]
+    fine = np.arange(best - 6.0, best + 6.5, 2.0)
+    values = np.asarray([residual(t) for t in fine])
+    i = int(np.clip(np.argmin(values), 1, values.size - 2))
+    lo, mid, hi = values[i - 1:i + 2]
+    curvature = lo - 2 * mid + hi
+    offset = float(np.clip(0.5 * (lo - hi) / curvature, -1, 1)) if curvature > 0 else 0.0
+    value = float(fine[i] + offset * 2.0)
+    return value, f"least residual of the water/fat fit over {fatty.shape[0]} fat voxels"
 
 
 def _mono_projector(te_ms):
