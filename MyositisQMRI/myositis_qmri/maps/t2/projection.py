@@ -4,11 +4,11 @@ For each dictionary atom (B1, T2w) the non-negative amplitudes of the water trai
 fat train f that best explain a voxel follow in closed form from two dot products: with
 f^ = f/|f| and u = the unit part of w orthogonal to f, the explained energy is
 c_f^2 + c_u^2 (c = dot products with the voxel), or the better single-component fit when a
-non-negative amplitude would be violated. Atoms are compressed to the K-dimensional SVD
-subspace of the dictionary, so all dot products for all atoms are one float32 matrix
-product. The search runs on a coarse sub-grid, then on the full grid in a window around
-each voxel's coarse optimum (voxels grouped by coarse cell, one matrix product per group),
-then refines off the grid by parabolic interpolation in log T2 and B1.
+non-negative amplitude would be violated. Atoms are compressed to the few SVD directions
+that keep every atom (see MAX_ATOM_RESIDUAL), so the coarse search over all voxels is one thin
+float32 matrix product. The search then narrows in 3x3 windows at halving grid steps down to
+the full grid (windows gathered per voxel by vectorised indexing, re-centred when the best atom
+lies on an edge), then refines off the grid with a joint quadratic in (B1, log T2).
 """
 from __future__ import annotations
 
