@@ -46,6 +46,8 @@ class TrainConfig:
 def split_maps(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     paths = sorted(paths, key=lambda p: p.name)
     validation = [p for i, p in enumerate(paths) if i % VALIDATION_EVERY == VALIDATION_EVERY // 2]
+    if not validation and len(paths) >= 2:
+        validation = paths[-1:]  # few maps: hold out the last one
     return [p for p in paths if p not in validation], validation
 
 
