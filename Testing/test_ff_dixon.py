@@ -183,3 +183,23 @@ def test_real_ismrm_case_without_swaps(shared_data):
     field = given.fieldmap_hz.array
     jumps = np.abs(np.diff(field, axis=2))[body[:, :, 1:] & body[:, :, :-1]]
     assert np.mean(jumps > 100) < 0.01
+
+
+def test_cli_on_phantom_dicom_study(tmp_path):
+    phantom = pytest.importorskip("myositis_qmri.phantom")
+    from myositis_qmri.cli import main
+    from myositis_qmri.io.nifti import read_volume
+    exam = phantom.make_exam(1, size="small")
+    study = phantom.write_exam(exam, tmp_path / "exam")["dicom"]
+    labels = exam.muscle_labels.array
+    truth = exam.ff_percent.array
+    for method in ("auto", "multiecho", "wf"):
+        out = tmp_path / method
+        assert main(["ff", str(study), "--out", str(out), "--method", method]) == 0
+        ff = read_volume(out / "ff.nii.gz")
+        assert ff.geometry.same_grid(exam.ff_percent.geometry)
+        for label in np.unique(labels[labels > 0]):
+            region = labels == label
+            assert abs(np.median(ff.array[region]) - np.median(truth[region])) <= 1.0, (method, label)
+    assert (tmp_path / "multiecho" / "r2star.nii.gz").exists()
+    assert main(["ff", "--magnitude", str(tmp_path / "multiecho" / "water.nii.gz"), "--out", str(tmp_path / "x")]) == 2

@@ -74,25 +74,44 @@ def _inputs_from_dicom(paths, te_ms, method: str) -> dict:
     ff = study.vendor_map(ImageKind.FAT_FRACTION)
     if ff is not None and method in ("auto", "vendor"):
         inputs["ff_map"] = ff.to_volume(ImageKind.FAT_FRACTION)
-    gre = study.multiecho_gre()
-    if gre is not None and method not in ("vendor", "wf"):
-        kinds = gre.image_kinds
-        if ImageKind.PHASE in kinds:
-            inputs["magnitude"] = gre.to_echo_series(ImageKind.MAGNITUDE, te_ms)
-            inputs["phase"] = gre.to_echo_series(ImageKind.PHASE, te_ms)
-        elif ImageKind.REAL in kinds and ImageKind.IMAGINARY in kinds:
-            real = gre.to_echo_series(ImageKind.REAL, te_ms)
-            imag = gre.to_echo_series(ImageKind.IMAGINARY, te_ms)
-            inputs["complex_series"] = real.replace(array=real.array + 1j * imag.array, image_kind="complex")
-        elif ImageKind.MAGNITUDE in kinds:
-            inputs["magnitude"] = gre.to_echo_series(ImageKind.MAGNITUDE, te_ms)
-    for kind, key in ((ImageKind.WATER, "water"), (ImageKind.FAT, "fat")):
-        series = study.vendor_map(kind)
-        if series is not None:
-            inputs[key] = series.to_volume(kind)
-    if method == "auto" and "ff_map" not in inputs and ("phase" in inputs or "complex_series" in inputs):
-        inputs.pop("water", None), inputs.pop("fat", None)
+    if method in ("dixon2", "dixon3", "multiecho") or (method == "auto" and "ff_map" not in inputs):
+        inputs.update(_gre_inputs(study, te_ms))
+    if method in ("vendor", "wf") or (method == "auto" and not ({"phase", "complex_series"} & inputs.keys())):
+        for kind, key in ((ImageKind.WATER, "water"), (ImageKind.FAT, "fat")):
+            series = study.vendor_map(kind)
+            if series is not None:
+                inputs[key] = series.to_volume(kind)
     return inputs
+
+
+def _gre_inputs(study, te_ms) -> dict:
+    """Magnitude + phase (or real + imaginary, or magnitude alone) echoes of the GRE series.
+
+    Vendors store the kinds in one series or in one series each; the echo counts must agree.
+    """
+    from ..io.kinds import SeriesClass
+
+    gre = study.of_class(SeriesClass.MULTIECHO_GRE)
+
+    def pick(kind, n_echoes=None):
+        found = [s for s in gre if kind in s.image_kinds and (n_echoes is None or s.n_echoes == n_echoes)]
+        return max(found, key=lambda s: s.n_echoes) if found else None
+
+    phase = pick(ImageKind.PHASE)
+    if phase is not None:
+        magnitude = phase if ImageKind.MAGNITUDE in phase.image_kinds else pick(ImageKind.MAGNITUDE, phase.n_echoes)
+        if magnitude is not None:
+            return {"magnitude": magnitude.to_echo_series(ImageKind.MAGNITUDE, te_ms),
+                    "phase": phase.to_echo_series(ImageKind.PHASE, te_ms)}
+    real = pick(ImageKind.REAL)
+    imaginary = pick(ImageKind.IMAGINARY, real.n_echoes) if real is not None else None
+    if real is not None and imaginary is not None:
+        re = real.to_echo_series(ImageKind.REAL, te_ms)
+        im = imaginary.to_echo_series(ImageKind.IMAGINARY, te_ms)
+        return {"complex_series": re.replace(array=(re.array + 1j * im.array).astype("complex64"),
+                                             image_kind="complex")}
+    magnitude = pick(ImageKind.MAGNITUDE)
+    return {"magnitude": magnitude.to_echo_series(ImageKind.MAGNITUDE, te_ms)} if magnitude is not None else {}
 
 
 def main(args) -> int:

@@ -124,7 +124,7 @@ def compute_fat_fraction(method: str = "auto", magnitude: EchoSeries | None = No
 
 
 def resolve_clockwise(series: EchoSeries, signal: np.ndarray, field_t: float, clockwise=None, mask=None,
-                      n_sample: int = 20000) -> tuple[bool, str]:
+                      n_sample: int = 5000) -> tuple[bool, str]:
     """Whether the data precess clockwise (True: conjugate before fitting): given, else from the
     series, else the sense the 6-peak fat model fits best.
 
@@ -149,11 +149,16 @@ def resolve_clockwise(series: EchoSeries, signal: np.ndarray, field_t: float, cl
     index = index[energy >= np.percentile(energy, 70)]
     index = index[np.linspace(0, index.size - 1, min(n_sample, index.size)).astype(int)]
     samples = signal.reshape(signal.shape[0], -1)[:, index]
-    grid = make_field_grid(series.echo_times_ms)
-    rows = projection_rows(series.echo_times_ms, fat_phasor(series.echo_times_ms, field_t), grid.freqs_hz,
-                           (0.0, 100.0) if series.n_echoes >= 4 else (0.0,))
-    as_is = residual_curves(samples, rows, grid.freqs_hz.size).min(axis=0).sum()
-    conjugated = residual_curves(np.conj(samples), rows, grid.freqs_hz.size).min(axis=0).sum()
+    # A fine field and R2* grid: coarse sampling errors would swamp the small asymmetry.
+    grid = make_field_grid(series.echo_times_ms, points_per_period=300)
+    freqs = np.arange(grid.points_per_period) * grid.step_hz if grid.periodic else grid.freqs_hz
+    r2star = tuple(np.arange(0.0, 301.0, 25.0)) if series.n_echoes >= 4 else (0.0,)
+    rows = projection_rows(series.echo_times_ms, fat_phasor(series.echo_times_ms, field_t), freqs, r2star)
+    as_is = conjugated = 0.0
+    for start in range(0, samples.shape[1], 1000):
+        part = samples[:, start:start + 1000]
+        as_is += residual_curves(part, rows, freqs.size).min(axis=0).sum()
+        conjugated += residual_curves(np.conj(part), rows, freqs.size).min(axis=0).sum()
     ratio = min(as_is, conjugated) / max(as_is, conjugated, 1e-30)
     return bool(conjugated < as_is), f"fat-model residual {ratio:.2f} of the other sense"
 
