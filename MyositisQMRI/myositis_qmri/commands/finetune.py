@@ -34,6 +34,7 @@ def _replay(folder: Path | None, out: Path, header: dict):
 
 def main(args) -> int:
     from ..io import read_volume
+    from ..io.load import load_volume
     from ..segmentation.finetune import finetune
     from ..segmentation.model import read_header, default_model_path
     if not str(args.out).endswith(".safetensors"):
@@ -46,7 +47,7 @@ def main(args) -> int:
             raise InputError("--slices", f"expected comma-separated integers, got {args.slices!r}") from None
     header = read_header(args.model or default_model_path())
     replay = _replay(args.label_maps, args.out, header)
-    result = finetune(args.model, read_volume(args.image), read_volume(args.labels), args.out,
+    result = finetune(args.model, load_volume(args.image), read_volume(args.labels), args.out,
                       slices=slices, steps=args.steps, replay=replay)
     print(json.dumps(result, indent=1))
     return 0
