@@ -24,7 +24,7 @@ from ...volume import EchoSeries, Volume
 from ..relaxation import FAT_T1_MS, FAT_T2_MS
 from .dictionary import EpgDictionary, SequenceModel, build_dictionary, default_grids, simulate_trains
 from .noise import estimate_noise_power, remove_noise_floor
-from .projection import Projector, amplitudes, fit_compressed, t2_crlb
+from .projection import Projector, amplitudes, fit_compressed, map_chunks, t2_crlb
 
 __all__ = ["T2Maps", "fit_water_t2", "fit_signals", "SequenceModel", "build_dictionary", "mask_on_grid"]
 
@@ -113,7 +113,22 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
 
 
 def fit_signals(proj: Projector, signals: np.ndarray, noise_power: float = 0.0, fit_b1: bool = True) -> dict:
-    """Fit (n, echoes) magnitude trains; returns dict of (n,) arrays (t2, ff, b1, residual, crlb)."""
+    """Fit (n, echoes) magnitude trains; returns dict of (n,) arrays (t2, ff, b1, residual, crlb).
+
+    Chunks of voxels are fitted in parallel threads (see `projection.map_chunks`).
+    """
+    n = len(signals)
+    out = {k: np.empty(n, np.float32) for k in ("t2", "ff", "b1", "residual", "crlb", "water", "fat")}
+
+    def fit(start, stop):
+        for key, values in _fit_chunk(proj, signals[start:stop], noise_power, fit_b1).items():
+            out[key][start:stop] = values
+
+    map_chunks(fit, n)
+    return out
+
+
+def _fit_chunk(proj: Projector, signals: np.ndarray, noise_power: float, fit_b1: bool) -> dict:
     signals = remove_noise_floor(np.asarray(signals, dtype=np.float32), noise_power)
     scale = np.maximum(signals.max(axis=1), np.float32(1e-20))
     y_full = signals / scale[:, None]

@@ -94,23 +94,29 @@ def fit_compressed(proj: Projector, y: np.ndarray, chunk: int = 8192):
            np.zeros(n, np.float32), np.empty(n, np.float32))
     tables = _tables(proj)
 
-    def run(start):
+    for start in range(0, n, chunk):
         part = _fit_chunk(proj, tables, np.ascontiguousarray(y[start:start + chunk]))
         for array, values in zip(out, part):
             array[start:start + chunk] = values
+    return out
 
-    # Chunks run on one thread per core with single-threaded BLAS: the products are thin
-    # (K ~ 9), where multi-threaded BLAS mostly spins, and numpy releases the GIL meanwhile.
+
+def map_chunks(function, n: int, chunk: int = 8192) -> None:
+    """Call function(start, stop) over [0, n) in chunks, on one thread per core.
+
+    BLAS is held to one thread meanwhile: the products are thin (K ~ 9), where multi-threaded
+    BLAS mostly spins, and numpy releases the GIL in the heavy calls, so threads scale.
+    """
     starts = range(0, n, chunk)
+    work = lambda start: function(start, min(start + chunk, n))
     workers = min(fit_threads(), len(starts))
     with threadpool_limits(1):
         if workers <= 1:
             for start in starts:
-                run(start)
+                work(start)
         else:
             with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(run, starts))
-    return out
+                list(pool.map(work, starts))
 
 
 def fit_threads() -> int:
