@@ -99,17 +99,6 @@ def coarse_factors(shape_zyx, spacing_zyx, target: int = COARSE_TARGET_VOXELS) -
         block_mm *= 1.15
 
 
-def block_sum(array_lzyx: np.ndarray, factors) -> np.ndarray:
-    """Sum (label, z, y, x) over blocks of `factors` (z, y, x), padding with zeros."""
-    l, *shape = array_lzyx.shape
-    padded_shape = [int(math.ceil(s / f)) * f for s, f in zip(shape, factors)]
-    pad = [(0, 0)] + [(0, p - s) for p, s in zip(padded_shape, shape)]
-    a = np.pad(array_lzyx, pad)
-    fz, fy, fx = factors
-    a = a.reshape(l, padded_shape[0] // fz, fz, padded_shape[1] // fy, fy, padded_shape[2] // fx, fx)
-    return a.sum(axis=(2, 4, 6))
-
-
 def ishikawa_labels(unary_lzyx: np.ndarray, weights_zyx: tuple[float, float, float]) -> np.ndarray:
     """Exact minimiser of sum_v D_v(l_v) + sum_edges w_axis |l_p - l_q| by one min-cut.
 
@@ -186,14 +175,14 @@ def estimate_field_map(signal: np.ndarray, unary_fn, grid: FieldGrid, mask: np.n
         # Edge weights fall with block distance; scaled by block cross-section so the balance
         # between data and smoothness does not depend on the coarse block size.
         voxels_per_block = float(np.prod(factors))
-        weights = tuple(smoothness * voxels_per_block * block_mm.min() / b * COARSE_LABEL_STRIDE * grid.step_hz / grid.period_hz
-                        if s > 1 else 0.0 for b, s in zip(block_mm, coarse_shape))
+        label_fraction = COARSE_LABEL_STRIDE * grid.step_hz / grid.period_hz   # one label in periods
+        weights = tuple(smoothness * voxels_per_block * block_mm.min() / b * label_fraction if s > 1 else 0.0
+                        for b, s in zip(block_mm, coarse_shape))
         labels = ishikawa_labels(unary, weights)
         progress.update()
         coarse_field = grid.freqs_hz[coarse_labels][labels]
         prior = _upsample(coarse_field, factors, shape).ravel()
-        field = np.zeros(flat.shape[1], np.float64)
-        field[:] = prior
+        field = prior.copy()
         for part in _chunks(index.size):
             voxels = index[part]
             cost = _costs(unary_fn, flat[:, voxels], grid, all_labels)
