@@ -24,7 +24,7 @@ def sim6():
 
 
 def test_multiecho_pdff_slope_bias_and_no_swaps(sim6):
-    maps = compute_fat_fraction("multiecho", complex_series=_series(sim6), clockwise=False)
+    maps = compute_fat_fraction("multiecho", complex_series=_series(sim6), clockwise=True)
     ff = maps.ff_percent.array
     tissue = sim6.tissue
     truth = 100 * sim6.ff[tissue]
@@ -38,10 +38,10 @@ def test_multiecho_pdff_slope_bias_and_no_swaps(sim6):
     assert maps.metadata["method"] == "multiecho"
 
 
-def test_clockwise_data_detected_and_conjugated(sim6):
+def test_counter_clockwise_data_detected_and_conjugated(sim6):
     flipped = _series(sim6, np.conj(sim6.signal))
     maps = compute_fat_fraction("auto", complex_series=flipped)
-    assert maps.metadata["precession_clockwise"] is True
+    assert maps.metadata["precession_clockwise"] is False
     err = maps.ff_percent.array[sim6.tissue] - 100 * sim6.ff[sim6.tissue]
     assert abs(err.mean()) <= 1.0
 
@@ -60,7 +60,7 @@ def _magnitude_phase(sim, echoes, raw_phase=True):
 def test_dixon_magnitude_phase_flexible_echo_times(method, echoes):
     sim = simulate_gre((4, 64, 64), snr=80.0, field_amplitude_hz=150.0, seed=2)
     magnitude, phase = _magnitude_phase(sim, echoes)
-    maps = compute_fat_fraction("auto", magnitude=magnitude, phase=phase, clockwise=False)
+    maps = compute_fat_fraction("auto", magnitude=magnitude, phase=phase, clockwise=True)
     assert maps.metadata["method"] == method
     tissue = sim.tissue & (sim.r2star < 60)   # these methods do not model R2*
     err = maps.ff_percent.array[tissue] - 100 * sim.ff[tissue]
@@ -172,9 +172,9 @@ def test_real_ismrm_case_without_swaps(shared_data):
                         image_kind="complex")
     mask = np.transpose(params["mask"], (2, 1, 0)).astype(bool)
     toolbox_flag = bool(params["PrecessionIsClockwise"].ravel()[0])
-    given = compute_fat_fraction("multiecho", complex_series=series, mask=mask, clockwise=not toolbox_flag)
+    given = compute_fat_fraction("multiecho", complex_series=series, mask=mask, clockwise=toolbox_flag)
     auto = compute_fat_fraction("multiecho", complex_series=series, mask=mask)
-    assert auto.metadata["precession_clockwise"] == (not toolbox_flag)
+    assert auto.metadata["precession_clockwise"] == toolbox_flag
     ff = given.ff_percent.array
     body = mask & (np.abs(images[0]) > 0.1 * np.percentile(np.abs(images[0][mask]), 95))
     assert np.median(ff[body]) < 50              # muscle dominates the slice and reads low ...

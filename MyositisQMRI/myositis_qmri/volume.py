@@ -109,8 +109,8 @@ class EchoSeries:
     """A multi-echo acquisition: array (echo, z, y, x) with echo times in ms.
 
     `image_kind` is one of magnitude, phase, real, imaginary, complex (see io.ImageKind).
-    Phase is in radians once read. `precession_clockwise` follows the ISMRM toolbox meaning;
-    the core stores complex data counter-clockwise (readers conjugate when needed).
+    Phase is in radians once read. `precession_clockwise` has the ISMRM toolbox meaning
+    (PrecessionIsClockwise); the core's signal model (maps.fat_spectrum) is the clockwise sense.
     """
 
     array: np.ndarray

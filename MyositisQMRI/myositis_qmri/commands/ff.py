@@ -27,10 +27,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--field-t", type=float, help="field strength in tesla when the headers do not give it")
     sense = parser.add_mutually_exclusive_group()
     sense.add_argument("--clockwise", dest="clockwise", action="store_true", default=None,
-                       help="the data precess clockwise: conjugate before fitting (ISMRM toolbox files with "
-                            "PrecessionIsClockwise=0); default: decided from the data")
+                       help="the data precess clockwise (PrecessionIsClockwise=1, as the ISMRM toolbox "
+                            "means it): used as they are; default: decided from the data")
     sense.add_argument("--counter-clockwise", dest="clockwise", action="store_false",
-                       help="use the data as they are (fat at negative frequency)")
+                       help="the data precess counter-clockwise (PrecessionIsClockwise=0): conjugated "
+                            "before fitting")
     parser.add_argument("--ff-scale", type=float, help="factor taking stored FF-map values to percent")
     parser.add_argument("--mask", metavar="F", help="optional mask limiting the fit")
 

@@ -1,7 +1,8 @@
 """Multi-peak fat spectrum (ISMRM fat-water toolbox 6-peak model) and its signal phasor.
 
-Convention: complex data in the core precess counter-clockwise, so a species at frequency
-offset df (Hz) contributes exp(+2*pi*i*df*t). Fat peaks lie below water (negative ppm).
+Convention: a species at frequency offset df (Hz) contributes exp(+2*pi*i*df*t), with fat
+peaks below water (negative ppm). This is the ISMRM toolbox's model, which it calls clockwise
+precession (PrecessionIsClockwise = 1); counter-clockwise data are conjugated before fitting.
 """
 from __future__ import annotations
 

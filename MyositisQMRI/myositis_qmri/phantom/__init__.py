@@ -142,7 +142,7 @@ def make_exam(seed: int = 0, size: str = "demo", *, mese_echoes: int = 17, echo_
         mese=EchoSeries(mese, echo_times, image_kind="magnitude", refocusing_angle_deg=180.0,
                         fat_suppressed=False, metadata={"series_description": f"MESE {mese_echoes} echoes"}, **series),
         gre=EchoSeries(gre.astype(np.complex64), tuple(gre_echo_times_ms), image_kind="complex",
-                       precession_clockwise=False, fat_suppressed=False,
+                       precession_clockwise=True, fat_suppressed=False,
                        metadata={"series_description": "Multi-echo GRE"}, **series),
         vendor_water=vol(water.astype(np.float32), image_kind="water"),
         vendor_fat=vol(fat.astype(np.float32), image_kind="fat"),

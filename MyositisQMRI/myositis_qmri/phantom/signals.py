@@ -2,7 +2,7 @@
 
 - MESE magnitude: (1-ff)*EPG(water T2, B1, water T1) + ff*EPG(fat T2, B1, fat T1), with the
   non-selective CPMG EPG of maps.epg, then Rician noise.
-- Multi-echo GRE: complex water + 6-peak fat (maps.fat_spectrum, counter-clockwise), a single
+- Multi-echo GRE: complex water + 6-peak fat (maps.fat_spectrum, clockwise sense), a single
   R2* per voxel, a smooth B0 field and initial phase, then complex Gaussian noise.
 - Vendor water/fat/FF and a T1-weighted structural image.
 Every image is quantised the way its DICOM stores it, so a written exam reads back exactly.
@@ -108,7 +108,7 @@ def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
 
 
 def gre_noise_free(pd, ff_percent, r2star_per_s, b0_hz, phase0_rad, echo_times_ms, field_t: float):
-    """Complex multi-echo GRE (echo, z, y, x), counter-clockwise precession."""
+    """Complex multi-echo GRE (echo, z, y, x), clockwise precession (the core's model sense)."""
     fat = fat_phasor(echo_times_ms, field_t)
     fraction = ff_percent / 100.0
     out = np.empty((len(echo_times_ms),) + pd.shape, np.complex128)

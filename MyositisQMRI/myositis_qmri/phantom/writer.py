@@ -94,7 +94,7 @@ def write_truth(exam, folder: Path) -> dict:
         "noise_sigma": exam.noise_sigma,
         "mese": {"echo_times_ms": list(exam.mese.echo_times_ms), "refocusing_angle_deg": 180.0,
                  "profile": "3d"},
-        "gre": {"echo_times_ms": list(exam.gre.echo_times_ms), "precession_clockwise": False},
+        "gre": {"echo_times_ms": list(exam.gre.echo_times_ms), "precession_clockwise": True},
         "tissue_codes": {str(k): v for k, v in exam.tissue_names.items()},
         "muscles": {str(v): {**entry, "volume_ml": round(float((labels == v).sum() * voxel_ml), 3)}
                     for v, entry in exam.truth.items()},

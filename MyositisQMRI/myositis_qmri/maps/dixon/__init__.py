@@ -96,12 +96,12 @@ def compute_fat_fraction(method: str = "auto", magnitude: EchoSeries | None = No
         is_clockwise, how = resolve_clockwise(series, signal, field_strength, clockwise, mask_array)
     else:  # magnitudes alone decide W and F; the sense only flips the field's sign
         flag = clockwise if clockwise is not None else series.precession_clockwise
-        is_clockwise, how = bool(flag), "not needed for 2 echoes"
-    if is_clockwise:
+        is_clockwise, how = (True if flag is None else bool(flag)), "not needed for 2 echoes"
+    if not is_clockwise:
         signal = np.conj(signal)
     spacing_zyx = tuple(reversed(series.spacing_mm))
     step(f"fat fraction: {method}, {series.n_echoes} echoes at {field_strength:g} T, "
-         f"{'clockwise, conjugated' if is_clockwise else 'counter-clockwise'} ({how})")
+         f"{'clockwise' if is_clockwise else 'counter-clockwise, conjugated'} ({how})")
     if method == "dixon2":
         result = separate_two_point(signal, series.echo_times_ms, field_strength, spacing_zyx, mask_array)
     else:
@@ -125,12 +125,13 @@ def compute_fat_fraction(method: str = "auto", magnitude: EchoSeries | None = No
 
 def resolve_clockwise(series: EchoSeries, signal: np.ndarray, field_t: float, clockwise=None, mask=None,
                       n_sample: int = 5000) -> tuple[bool, str]:
-    """Whether the data precess clockwise (True: conjugate before fitting): given, else from the
-    series, else the sense the 6-peak fat model fits best.
+    """Whether the data precess clockwise, with the ISMRM toolbox's meaning of
+    PrecessionIsClockwise: given, else from the series, else the sense the 6-peak fat model
+    fits best. False means the data are conjugated before fitting.
 
-    Core convention: exp(+2 pi i f t) with fat at negative frequency. ISMRM toolbox files whose
-    PrecessionIsClockwise is 1 are already in it (the toolbox conjugates when the flag is <= 0),
-    so pass clockwise = not PrecessionIsClockwise for them.
+    Core convention: exp(+2 pi i f t) with fat at negative frequency, which is the toolbox's
+    clockwise sense (the toolbox conjugates when PrecessionIsClockwise <= 0), so pass the file's
+    PrecessionIsClockwise as it is.
 
     Conjugated data fit the model only with fat moved to +3.4 ppm; the asymmetric minor peaks
     leave a larger residual in mixed and fat voxels, which decides the sense. Only the
@@ -144,7 +145,7 @@ def resolve_clockwise(series: EchoSeries, signal: np.ndarray, field_t: float, cl
     tissue = mask if mask is not None else signal_mask(rms, noise_sigma(np.abs(signal[0])))
     index = np.flatnonzero(tissue.ravel())
     if index.size == 0:
-        return False, "no tissue to decide; data used as they are"
+        return True, "no tissue to decide; data used as they are"
     energy = np.sum(np.abs(signal.reshape(signal.shape[0], -1)[:, index]) ** 2, axis=0)
     index = index[energy >= np.percentile(energy, 70)]
     index = index[np.linspace(0, index.size - 1, min(n_sample, index.size)).astype(int)]
@@ -160,7 +161,7 @@ def resolve_clockwise(series: EchoSeries, signal: np.ndarray, field_t: float, cl
         as_is += residual_curves(part, rows, freqs.size).min(axis=0).sum()
         conjugated += residual_curves(np.conj(part), rows, freqs.size).min(axis=0).sum()
     ratio = min(as_is, conjugated) / max(as_is, conjugated, 1e-30)
-    return bool(conjugated < as_is), f"fat-model residual {ratio:.2f} of the other sense"
+    return bool(as_is <= conjugated), f"fat-model residual {ratio:.2f} of the other sense"
 
 
 def _complex_input(method, magnitude, phase, complex_series) -> EchoSeries:

@@ -1,6 +1,6 @@
 """Complex multi-echo water-fat separation: 6-peak fat, single R2*, swap-free field map.
 
-Signal model (counter-clockwise): S(t) = (W + F c(t)) exp((2 pi i f - R2*) t), c = fat phasor.
+Signal model (clockwise, as the ISMRM toolbox): S(t) = (W + F c(t)) exp((2 pi i f - R2*) t), c = fat phasor.
 The field map comes from `fieldmap.estimate_field_map` (VARPRO curves + graph cut); then per
 voxel a joint (field, R2*) grid refinement and a closed-form 2x2 least squares for W and F.
 Three echoes or fewer carry too little information for R2*, which is then held at 0.
