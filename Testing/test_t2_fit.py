@@ -51,6 +51,12 @@ def test_rician_noise_snr50_bias(profile, b1_max):
     assert abs(np.median(fit["t2"] - t2)) <= 0.5
     low_ff = ff < 0.2   # where water T2 is well determined the mean bias is small too
     assert abs(np.mean(fit["t2"][low_ff] - t2[low_ff])) <= 0.5
+    if profile == "3d":   # the bound on the mean over the whole range (T2, FF 0-60 %, B1)
+        assert abs(np.mean(fit["t2"] - t2)) <= 0.5
+    else:
+        # 2d: at FF 40-60 % the maximum-likelihood T2 is right-skewed (as with Gaussian noise,
+        # so not a noise-floor effect); the mean over the whole range is about +0.8 ms
+        assert abs(np.mean(fit["t2"] - t2)) <= 1.0
     assert abs(np.mean(fit["ff"] - 100 * ff)) <= 2.0
     assert abs(np.mean(fit["b1"] - b1)) <= 0.03
     # the Cramer-Rao bound tracks the observed spread (same order of magnitude)
