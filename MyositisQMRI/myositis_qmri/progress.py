@@ -1,7 +1,8 @@
 """Progress reporting for long work: tqdm on a terminal, parseable lines for Slicer.
 
 With MYOSITIS_QMRI_PROGRESS=lines in the environment (the Slicer module sets it), each update
-prints `PROGRESS <fraction 0-1> <description>` on stderr instead of a tqdm bar.
+prints `PROGRESS <fraction 0-1> <description>` on stderr instead of a tqdm bar; "off" hides
+progress, "bar" forces the bar even when stderr is not a terminal.
 """
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ class Progress:
         self.desc = desc
         self.done = 0
         self._last_line = 0.0
-        self._bar = None if _line_mode() else tqdm(total=total, desc=desc, unit=unit,
-                                                   disable=os.environ.get(LINE_MODE_ENV) == "off",
+        # disable=None: no bar when stderr is not a terminal (logs, CI), unless forced with "bar".
+        mode = os.environ.get(LINE_MODE_ENV, "")
+        disable = True if mode == "off" else (False if mode == "bar" else None)
+        self._bar = None if _line_mode() else tqdm(total=total, desc=desc, unit=unit, disable=disable,
                                                    file=sys.stderr, leave=False)
 
     def update(self, n: int = 1) -> None:

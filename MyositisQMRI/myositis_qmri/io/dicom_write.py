@@ -140,7 +140,7 @@ def _common(study: StudyInfo, series: SeriesSpec, series_uid: str, sop_class: st
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = study.study_date
     ds.StudyTime = study.study_time
-    ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = f"{int(study.study_time[:4]) + series.number:04d}00"
+    ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = _series_time(study.study_time, series.number)
     ds.AccessionNumber = study.accession_number
     ds.Modality = "MR"
     ds.Manufacturer = study.manufacturer
@@ -350,3 +350,10 @@ def _enhanced_type(image_type: tuple[str, ...]) -> tuple[str, ...]:
     """Enhanced objects carry exactly four Image/Frame Type values."""
     values = list(image_type[:4]) + ["NONE"] * max(0, 4 - len(image_type))
     return tuple(values)
+
+
+def _series_time(study_time: str, series_number: int) -> str:
+    """HHMMSS a minute per series number after the study time (a valid DICOM TM)."""
+    hours, minutes = int(study_time[:2]), int(study_time[2:4])
+    total = (hours * 60 + minutes + int(series_number)) % (24 * 60)
+    return f"{total // 60:02d}{total % 60:02d}00"
