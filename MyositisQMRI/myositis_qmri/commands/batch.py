@@ -12,6 +12,7 @@ import sys
 from dataclasses import asdict
 
 from ..errors import InputError
+from .run import add_pipeline_options
 
 
 def add_arguments(parser) -> None:
@@ -23,15 +24,7 @@ def add_arguments(parser) -> None:
                         help="local worker processes (default: min(2, CPU count)); ignored with --scheduler")
     parser.add_argument("--json", action="store_true", help="print the cohort summary as JSON")
     # the `run` options that make sense for a whole cohort (not --previous/--review, which are per study)
-    parser.add_argument("--t2-model", default="epg", choices=("epg", "mono"))
-    parser.add_argument("--profile", dest="t2_profile", choices=("2d", "3d"), default=None)
-    parser.add_argument("--fat-t2", dest="fat_t2_ms", default="151", help="fat T2 in ms, or 'auto'")
-    parser.add_argument("--ff-method", default="auto")
-    parser.add_argument("--model", dest="seg_model", help="segmentation model file (default: the shipped one)")
-    parser.add_argument("--reuse", action="store_true", help="keep outputs already in each study's folder")
-    parser.add_argument("--erode", action="store_true")
-    parser.add_argument("--scoring")
-    parser.add_argument("--anonymize", action="store_true")
+    add_pipeline_options(parser)
 
 
 def run_options(args) -> dict:

@@ -12,17 +12,22 @@ from ..pipeline import RunOptions, run_study
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="study folder (DICOM, or NIfTI/NRRD files)")
     parser.add_argument("--out", required=True, help="output folder")
+    add_pipeline_options(parser)
+    parser.add_argument("--previous", help="report.json of an earlier visit (longitudinal change)")
+    parser.add_argument("--review", help="reviewer grades: an earlier report.json or an overrides JSON")
+
+
+def add_pipeline_options(parser) -> None:
+    """Options of `run` that apply to every study alike (`batch` offers them for a cohort)."""
     parser.add_argument("--t2-model", default="epg", choices=("epg", "mono"))
     parser.add_argument("--profile", dest="t2_profile", choices=("2d", "3d"), default=None)
     parser.add_argument("--fat-t2", dest="fat_t2_ms", default="151", help="fat T2 in ms, or 'auto'")
     parser.add_argument("--ff-method", default="auto")
     parser.add_argument("--model", dest="seg_model", help="segmentation model file (default: the shipped one)")
     parser.add_argument("--reuse", action="store_true", help="keep outputs already in DIR (e.g. an edited segmentation)")
-    parser.add_argument("--erode", action="store_true")
-    parser.add_argument("--scoring")
-    parser.add_argument("--previous")
-    parser.add_argument("--review")
-    parser.add_argument("--anonymize", action="store_true")
+    parser.add_argument("--erode", action="store_true", help="erode each mask by 1 voxel before statistics")
+    parser.add_argument("--scoring", help="site scoring TOML overriding the defaults")
+    parser.add_argument("--anonymize", action="store_true", help="also write de-identified DICOM copies")
 
 
 def options_from_args(args) -> RunOptions:

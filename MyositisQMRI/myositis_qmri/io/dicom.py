@@ -23,6 +23,7 @@ from .dicom_frames import Frame, NotUsable, frames_from_file, read_pixels
 from .dicom_values import phase_to_radians
 from .echo_times import echo_times_to_ms
 from .kinds import ImageKind, SeriesClass
+from .summary import series_summary
 
 SPACING_TOLERANCE_MM = 0.1
 SPACING_TOLERANCE_REL = 0.01
@@ -125,15 +126,7 @@ class DicomSeries:
 
     def summary(self) -> dict:
         """Plain values for `inspect --json` and the pipeline's log."""
-        return {
-            "description": self.description, "classification": self.series_class.value, "vendor": self.vendor,
-            "field_strength_t": self.field_strength_t, "n_echoes": self.n_echoes,
-            "echo_times_ms": [round(t, 3) for t in self.echo_times_ms],
-            "image_kinds": sorted(k.value for k in self.image_kinds), "matrix": list(self.matrix),
-            "voxel_size_mm": [round(v, 4) for v in self.spacing], "n_slices": self.n_slices,
-            "mr_acquisition_type": self.mr_acquisition_type, "fat_suppressed": self.fat_suppressed,
-            "series_uid": self.series_uid, "n_files": len(self.files), "source": "dicom",
-        }
+        return series_summary(self, "dicom")
 
     def _metadata(self, stacks: list[Stack], kind: ImageKind) -> dict:
         return {

@@ -27,6 +27,7 @@ from .dicom_values import phase_to_radians
 from .echo_times import echo_times_to_ms
 from .kinds import STRUCTURAL_CLASSES, ImageKind, SeriesClass
 from .nifti import is_image_file, read_echo_files, read_echo_series, read_sidecar, read_volume, sidecar_path
+from .summary import series_summary
 
 _NAME_KINDS = [
     (r"(^|_)(ff|fatfraction|fat_fraction|pdff|fatfrac)(_|$)", ImageKind.FAT_FRACTION),
@@ -176,15 +177,8 @@ class ImageFileSeries:
         return next(iter(self.echo_files))
 
     def summary(self) -> dict:
-        return {
-            "description": self.description, "classification": self.series_class.value, "vendor": self.vendor,
-            "field_strength_t": self.field_strength_t, "n_echoes": self.n_echoes,
-            "echo_times_ms": [round(t, 3) for t in self.echo_times_ms],
-            "image_kinds": sorted(k.value for k in self.image_kinds), "matrix": list(self.matrix),
-            "voxel_size_mm": [round(v, 4) for v in self.spacing], "n_slices": self.n_slices,
-            "mr_acquisition_type": self.mr_acquisition_type, "fat_suppressed": self.fat_suppressed,
-            "series_uid": self.series_uid, "n_files": len(self.files), "source": "file",
-        }
+        """Plain values for `inspect --json` and the pipeline's log."""
+        return series_summary(self, "file")
 
     def _files(self, image_kind) -> list[Path]:
         kind = ImageKind(image_kind) if image_kind is not None else self.primary_kind
