@@ -33,13 +33,16 @@ MYOQMRI_VOXELS = 2000         # MyoQMRI fits ~200 voxels/s: keep its share short
 TE = 10.0 * np.arange(1, 18)
 
 
-# Trains from MyoQMRI's own slice-profile model (its FatFractionLookup._signalCalc: SLR pulses,
-# refocusing slice 1.2x wider, each train scaled to max 1, mixed by FF as MyoQMRI mixes them).
+# Trains from MyoQMRI's own slice-profile model (its FatFractionLookup._signalCalc: SLR-style
+# profiles, each train scaled to max 1, mixed by FF as MyoQMRI mixes them). Its waterT2 CLI
+# takes `--refocusing-width 1.2` (the default) and passes 1.2 - 1 = 0.2 to FatFractionLookup,
+# so the simulation must pass 0.2 too: passing 1.2 simulates a refocusing slice 2.2x wide,
+# which the CLI (fitting with 0.2) then reads about 9 ms short.
 MYOQMRI_SIM = """
 import sys, numpy as np
 from MyoQMRI.waterT2.FatFractionLookup import FatFractionLookup
 t2, ff, b1 = np.load(sys.argv[1]).T
-lookup = FatFractionLookup((20, 80), (0.5, 1.2), 151.0, 17, 10.0, 1.2)
+lookup = FatFractionLookup((20, 80), (0.5, 1.2), 151.0, 17, 10.0, 0.2)
 water = np.array([lookup._signalCalc(lookup.T1w, a, b) for a, b in zip(t2, b1)])
 fat = np.array([lookup._signalCalc(lookup.T1f, 151.0, b) for b in b1])
 np.save(sys.argv[2], (1 - ff)[:, None] * water + ff[:, None] * fat)

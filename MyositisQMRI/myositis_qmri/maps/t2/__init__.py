@@ -62,6 +62,7 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
                  fat_suppressed: bool | None = None, drop_first_echo: bool = False,
                  noise_power: float | None = None,
                  refocusing_width_ratio: float = SequenceModel.refocusing_width_ratio,
+                 pulse_shape: str = SequenceModel.pulse_shape,
                  slab_voxels: int = SLAB_VOXELS, source: str | None = None) -> T2Maps:
     """Fit water T2 (ms), FF (%), B1 and fit-quality maps for a magnitude MESE series.
 
@@ -101,7 +102,8 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
         spacing = require_uniform_spacing(te, source)
         seq = SequenceModel(int(te.size), float(spacing), profile,
                             float(series.refocusing_angle_deg or 180.0),
-                            refocusing_width_ratio=float(refocusing_width_ratio), first_echo_ms=float(te[0]))
+                            refocusing_width_ratio=float(refocusing_width_ratio), pulse_shape=pulse_shape,
+                            first_echo_ms=float(te[0]))
         proj, info = _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power)
     info.update(model=model, profile=profile if model == "epg" else None, noise_power=noise_power,
                 noise_background_voxels=n_background, fat_suppressed=bool(fat_suppressed),

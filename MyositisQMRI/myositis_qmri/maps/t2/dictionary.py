@@ -33,6 +33,7 @@ class SequenceModel:
     excitation_angle_deg: float = 90.0
     refocusing_width_ratio: float = epg.DEFAULT_REFOCUSING_RATIO
     tbw: float = epg.DEFAULT_TBW
+    pulse_shape: str = epg.DEFAULT_PULSE_SHAPE
     water_t1_ms: float = WATER_T1_MS
     fat_t1_ms: float = FAT_T1_MS
     first_echo_ms: float | None = None         # only recorded; EPG echoes sit at k * spacing
@@ -113,7 +114,7 @@ def simulate_trains(model: SequenceModel, t2_ms, b1, t1_ms: float) -> np.ndarray
     """Echo trains for arbitrary (T2, B1) under `model` (used for dictionaries and tests)."""
     return epg.cpmg_train(t2_ms, b1, model.n_echoes, model.echo_spacing_ms, t1_ms,
                           model.refocusing_angle_deg, model.excitation_angle_deg, model.profile,
-                          model.refocusing_width_ratio, model.tbw)
+                          model.refocusing_width_ratio, model.tbw, pulse_shape=model.pulse_shape)
 
 
 def _simulate(model: SequenceModel, fat_t2_ms: float, t2_grid_ms, b1_grid) -> EpgDictionary:
