@@ -99,3 +99,14 @@ def test_bad_input_is_refused_or_warned(exam):
         out = segment_muscles(single)
     assert any("single slice" in str(w.message) for w in caught)
     assert out.array.shape == single.array.shape
+
+
+def test_segment_command_writes_outputs_in_input_geometry(tmp_path, exam):
+    from myositis_qmri.cli import main
+    from myositis_qmri.io import read_volume, write_volume
+    image_path = write_volume(exam.t1w, tmp_path / "t1w.nii.gz")
+    assert main(["segment", str(image_path), "--out", str(tmp_path / "seg")]) == 0
+    labels = read_volume(tmp_path / "seg" / "muscles.nii.gz")
+    assert labels.geometry.same_grid(exam.t1w.geometry, tol_mm=1e-3)
+    assert (tmp_path / "seg" / "muscles.seg.nrrd").exists() and (tmp_path / "seg" / "labels.json").exists()
+    assert main(["segment", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "x")]) == 2
