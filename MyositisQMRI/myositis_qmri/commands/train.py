@@ -17,12 +17,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--validate-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--phantoms", type=int, default=0, metavar="N",
+                        help="also train on the label maps of N synthetic phantom exams (seeds 1..N)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint next to --out (default: start afresh)")
 
 
 def main(args) -> int:
-    from ..segmentation.train import DEFAULT_LABEL_MAPS, TrainConfig, checkpoint_path, train
+    from ..segmentation.train import (DEFAULT_LABEL_MAPS, TrainConfig, checkpoint_path, train,
+                                      write_phantom_label_maps)
     folder = args.label_maps or DEFAULT_LABEL_MAPS
     if not folder.is_dir():
         raise InputError(folder, "label-map folder not found (pass --label-maps)")
@@ -36,7 +39,9 @@ def main(args) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(label_maps=maps, out=args.out, steps=args.steps, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, validate_every=args.validate_every,
-                         seed=args.seed, threads=args.threads)
+                         seed=args.seed, threads=args.threads,
+                         extra_training_maps=tuple(write_phantom_label_maps(
+                             args.out.parent / "phantom_label_maps", range(1, args.phantoms + 1))))
     state = train(config, resume=args.resume)
     print(f"best synthetic validation Dice {state['best_mean_dice']:.3f} after {state['step']} steps; "
           f"model: {args.out}")

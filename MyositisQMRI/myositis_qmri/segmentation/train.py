@@ -41,6 +41,29 @@ class TrainConfig:
     validate_every: int = 100
     n_validation_slices: int = 192
     threads: int = 2
+    extra_training_maps: tuple[Path, ...] = ()   # e.g. phantom label maps: training only
+
+
+def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
+    """Side-less muscle label maps (1..11 on both legs) of synthetic phantom exams.
+
+    The phantom's anatomy joins the real label maps as training shapes; seed 0 (the demo exam)
+    is never among them, so the demo stays a held-out case.
+    """
+    from ..io import write_volume
+    from ..phantom import make_exam
+    from .labels import muscle_index
+    paths = []
+    for seed in seeds:
+        if int(seed) == 0:
+            raise ValueError("phantom seed 0 is the demo exam; keep it out of training")
+        path = Path(folder) / f"phantom_seed{int(seed):03d}.nii.gz"
+        if not path.exists():
+            labels = make_exam(seed=int(seed), size="demo").muscle_labels
+            sideless = np.vectorize(muscle_index)(labels.array).astype(np.int16)
+            write_volume(labels.with_array(sideless), path)
+        paths.append(path)
+    return paths
 
 
 def split_maps(paths: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -136,6 +159,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     train_maps, val_maps = split_maps(config.label_maps)
+    train_maps = train_maps + list(config.extra_training_maps)
     step(f"{len(train_maps)} training and {len(val_maps)} validation label maps")
     slices = load_slices(train_maps, config.out, config.spacing_mm, config.crop_px)
     val_slices = load_slices(val_maps, config.out, config.spacing_mm, config.crop_px)
