@@ -32,8 +32,9 @@ def add_arguments(parser) -> None:
                         help="INPUT is a scanner T2 map (MapIt, Cartigram, ...): import it instead of fitting")
     parser.add_argument("--scanner-t2-scale", type=float, default=None,
                         help="scanner T2 map: factor from stored values to ms (default: detected)")
-    parser.add_argument("--refocusing-ratio", type=float, default=None,
-                        help="2d model: refocusing / excitation slice width (default 1.2)")
+    parser.add_argument("--refocusing-ratio", default=None,
+                        help="2d model: refocusing / excitation slice width (default 1.2), or 'auto' to "
+                             "calibrate it on this series' bright low-fat voxels")
 
 
 def _load(inputs, te_ms):
@@ -52,6 +53,18 @@ def _fat_t2(text: str):
         return float(text)
     except ValueError:
         raise InputError("--fat-t2", f"expected a number of ms or 'auto', got {text!r}") from None
+
+
+def _refocusing_ratio(text: str):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        ratio = float(text)
+    except ValueError:
+        raise InputError("--refocusing-ratio", f"expected a ratio or 'auto', got {text!r}") from None
+    if not 0.5 <= ratio <= 5:
+        raise InputError("--refocusing-ratio", "expected a ratio between 0.5 and 5")
+    return ratio
 
 
 def _is_scanner_t2_map(args) -> bool:
@@ -102,9 +115,7 @@ def main(args) -> int:
     series = _load(args.input, te_ms)
     options = {}
     if args.refocusing_ratio is not None:
-        if not 0.5 <= args.refocusing_ratio <= 5:
-            raise InputError("--refocusing-ratio", "expected a ratio between 0.5 and 5")
-        options["refocusing_width_ratio"] = args.refocusing_ratio
+        options["refocusing_width_ratio"] = _refocusing_ratio(args.refocusing_ratio)
     step(f"fitting {args.model} T2 on {series.n_echoes} echoes")
     maps = fit_water_t2(series, mask=mask, model=args.model, profile=args.profile,
                         fat_t2_ms=_fat_t2(args.fat_t2), fat_suppressed=True if args.fat_suppressed else None,

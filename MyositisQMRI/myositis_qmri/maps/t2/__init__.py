@@ -10,7 +10,7 @@ bounded whatever the volume size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +26,17 @@ from .dictionary import EpgDictionary, SequenceModel, build_dictionary, default_
 from .noise import estimate_noise_power, remove_noise_floor
 from .projection import Projector, amplitudes, fit_compressed, map_chunks, t2_crlb
 
-__all__ = ["T2Maps", "fit_water_t2", "fit_signals", "SequenceModel", "build_dictionary", "mask_on_grid"]
+__all__ = ["T2Maps", "fit_water_t2", "fit_signals", "SequenceModel", "build_dictionary", "mask_on_grid",
+           "calibrate_refocusing_ratio", "calibration_voxels"]
 
 SLAB_VOXELS = 262144
 MONO_T2_RANGE_MS = (5.0, 1000.0)
 FAT_T2_CANDIDATES_MS = np.arange(96.0, 305.0, 8.0)
+# refocusing / excitation slice-width ratios tried by the 2d calibration (each dictionary is
+# cached on disk, so only a refined ratio off this list is ever simulated again)
+REFOCUSING_RATIO_CANDIDATES = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0)
+REFOCUSING_RATIO_STEP = 0.05   # the refined ratio is rounded to this, so its dictionary is reused
+SIGNIFICANT_Z = 3.0            # a ratio replaces the default only if it fits significantly better
 
 OUTPUT_FILES = {"water_t2_ms": "t2w.nii.gz", "ff_percent": "ffmese.nii.gz", "b1": "b1.nii.gz",
                 "residual": "residual.nii.gz", "t2_crlb_ms": "t2w_crlb.nii.gz"}
@@ -61,13 +67,15 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
                  profile: str | None = None, fat_t2_ms: float | str = FAT_T2_MS,
                  fat_suppressed: bool | None = None, drop_first_echo: bool = False,
                  noise_power: float | None = None,
-                 refocusing_width_ratio: float = SequenceModel.refocusing_width_ratio,
+                 refocusing_width_ratio: float | str = SequenceModel.refocusing_width_ratio,
                  pulse_shape: str = SequenceModel.pulse_shape,
                  slab_voxels: int = SLAB_VOXELS, source: str | None = None) -> T2Maps:
     """Fit water T2 (ms), FF (%), B1 and fit-quality maps for a magnitude MESE series.
 
     profile: "2d" (slice-selective) or "3d"; None takes it from metadata MRAcquisitionType.
     noise_power: mean squared background magnitude; None estimates it from the background.
+    refocusing_width_ratio: 2d model refocusing / excitation slice width, or "auto" to calibrate
+    it on this series' bright low-fat voxels (see `calibrate_refocusing_ratio`).
     """
     source = source or (series.metadata.get("source_files") or [None])[0]
     if model not in ("epg", "mono"):
@@ -100,11 +108,19 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
         if te.size < 4:
             raise InputError(source, f"{te.size} echoes: the EPG fit needs at least 4 echoes")
         spacing = require_uniform_spacing(te, source)
+        auto_ratio = _auto_ratio(refocusing_width_ratio)
         seq = SequenceModel(int(te.size), float(spacing), profile,
                             float(series.refocusing_angle_deg or 180.0),
-                            refocusing_width_ratio=float(refocusing_width_ratio), pulse_shape=pulse_shape,
-                            first_echo_ms=float(te[0]))
+                            refocusing_width_ratio=(SequenceModel.refocusing_width_ratio if auto_ratio
+                                                    else float(refocusing_width_ratio)),
+                            pulse_shape=pulse_shape, first_echo_ms=float(te[0]))
+        calibration = None
+        if auto_ratio and profile == "2d":
+            seq, calibration = _calibrated_sequence(seq, array, fit_mask, noise_power, fat_t2_ms, fat_suppressed)
         proj, info = _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power)
+        info["refocusing_width_ratio"] = seq.refocusing_width_ratio if profile == "2d" else None
+        if calibration is not None:
+            info["refocusing_ratio_calibration"] = calibration
     info.update(model=model, profile=profile if model == "epg" else None, noise_power=noise_power,
                 noise_background_voxels=n_background, fat_suppressed=bool(fat_suppressed),
                 drop_first_echo=bool(first_echo))
@@ -275,6 +291,93 @@ def calibrate_fat_t2(seq: SequenceModel, array, fit_mask, noise_power, max_voxel
     offset = float(np.clip(0.5 * (lo - hi) / curvature, -1, 1)) if curvature > 0 else 0.0
     value = float(fine[i] + offset * 2.0)
     return value, f"least residual of the water/fat fit over {fatty.shape[0]} fat voxels"
+
+
+def _auto_ratio(value) -> bool:
+    if isinstance(value, str):
+        if value.strip().lower() != "auto":
+            raise InputError("--refocusing-ratio", f"expected a ratio or 'auto', got {value!r}")
+        return True
+    if not 0.5 <= float(value) <= 5.0:
+        raise InputError("--refocusing-ratio", f"ratio {value} is outside 0.5-5")
+    return False
+
+
+def _calibrated_sequence(seq, array, fit_mask, noise_power, fat_t2_ms, fat_suppressed):
+    fat_t2 = FAT_T2_MS if isinstance(fat_t2_ms, str) else float(fat_t2_ms)
+    signals = calibration_voxels(seq, array, fit_mask, noise_power, fat_t2)
+    ratio, calibration = calibrate_refocusing_ratio(seq, signals, noise_power, fat_t2, fat_suppressed)
+    return replace(seq, refocusing_width_ratio=ratio), calibration
+
+
+def calibration_voxels(seq: SequenceModel, array, fit_mask, noise_power, fat_t2_ms: float = FAT_T2_MS,
+                       max_voxels: int = 5000, max_ff_percent: float = 10.0) -> np.ndarray:
+    """Up to `max_voxels` bright, low-fat echo trains (n, echoes), picked deterministically.
+
+    Bright: first echo above the median of the fit mask (high SNR, no partial volume with
+    background). Low fat: FF below `max_ff_percent` in a first fit with `seq` as given, so the
+    water train shape, which the slice profile shapes, dominates the residual.
+    """
+    signals = array[:, fit_mask].T
+    signals = signals[signals[:, 0] > np.median(signals[:, 0])]
+    rng = np.random.default_rng(0)
+    if signals.shape[0] > 4 * max_voxels:
+        signals = signals[np.sort(rng.choice(signals.shape[0], 4 * max_voxels, replace=False))]
+    first = fit_signals(_projector_from(build_dictionary(seq, fat_t2_ms), False), signals, noise_power)
+    return signals[first["ff"] < max_ff_percent][:max_voxels]
+
+
+def calibrate_refocusing_ratio(seq: SequenceModel, signals, noise_power: float, fat_t2_ms: float = FAT_T2_MS,
+                               fat_suppressed: bool = False, candidates=REFOCUSING_RATIO_CANDIDATES):
+    """The 2d model's refocusing/excitation slice-width ratio that best explains `signals`.
+
+    The scanner's refocusing slice is often wider than the excitation slice, by an amount
+    that depends on vendor and protocol; a wrong ratio is absorbed as a wrong B1 (and T2).
+    Each candidate ratio fits the voxels (water T2, B1, fat free); the candidate with the
+    least median normalised residual wins, refined by a parabola in log(residual) over
+    log(ratio) through it and its neighbours, rounded to REFOCUSING_RATIO_STEP, provided it
+    beats seq's ratio significantly (paired z < -SIGNIFICANT_Z on squared residuals). Returns
+    (ratio, calibration dict with the residual curve). Fewer than 200 voxels: seq's ratio.
+    """
+    signals = np.asarray(signals, dtype=np.float32)
+    if signals.shape[0] < 200:
+        return seq.refocusing_width_ratio, {
+            "ratio": seq.refocusing_width_ratio, "voxels": int(signals.shape[0]),
+            "note": f"too few bright low-fat voxels ({signals.shape[0]}); default ratio used"}
+    default = float(seq.refocusing_width_ratio)
+    ratios = np.unique(np.append(np.asarray(candidates, dtype=float), default))
+    per_voxel = np.stack([_residuals(replace(seq, refocusing_width_ratio=float(r)), signals, noise_power,
+                                     fat_t2_ms, fat_suppressed) for r in ratios])
+    residuals = np.nanmedian(per_voxel, axis=1)
+    best = int(np.argmin(residuals))
+    z = _paired_z(per_voxel[best], per_voxel[int(np.flatnonzero(ratios == default)[0])])
+    ratio = float(ratios[best])
+    if z > -SIGNIFICANT_Z:
+        # noise-dominated trains cannot tell the ratios apart: keep the default rather than
+        # follow the noise to a neighbour
+        ratio = default
+    elif 0 < best < ratios.size - 1:
+        x, y = np.log(ratios[best - 1:best + 2]), np.log(residuals[best - 1:best + 2])
+        a, b, _ = np.polyfit(x, y, 2)
+        if a > 0:
+            ratio = float(np.exp(np.clip(-b / (2 * a), x[0], x[2])))
+    ratio = round(round(ratio / REFOCUSING_RATIO_STEP) * REFOCUSING_RATIO_STEP, 4)
+    return ratio, {"ratio": ratio, "voxels": int(signals.shape[0]), "candidates": ratios.tolist(),
+                   "median_residual": [float(r) for r in residuals], "z_best_vs_default": float(z),
+                   "note": "least median normalised residual over bright low-fat voxels"}
+
+
+def _residuals(seq, signals, noise_power, fat_t2_ms, fat_suppressed) -> np.ndarray:
+    proj = _projector_from(build_dictionary(seq, fat_t2_ms), fat_suppressed)
+    return fit_signals(proj, signals, noise_power)["residual"].astype(float)
+
+
+def _paired_z(candidate, default) -> float:
+    """z score of the mean per-voxel change in squared residual (negative: candidate fits better)."""
+    d = np.square(candidate) - np.square(default)
+    d = d[np.isfinite(d)]
+    sd = float(np.std(d))
+    return 0.0 if d.size < 2 or sd == 0 else float(np.mean(d) / (sd / np.sqrt(d.size)))
 
 
 def _mono_projector(te_ms):
