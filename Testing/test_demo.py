@@ -28,7 +28,8 @@ def _require_stages():
 def test_demo_report_matches_phantom_truth(tmp_path, capsys):
     _require_stages()
     out = tmp_path / "demo"
-    assert cli.main(["demo", "--out", str(out), "--size", "small"]) == 0
+    # The demo exactly as a user runs it (default size, 1.5 mm pixels; about 25 s).
+    assert cli.main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert printed.endswith("report.html") and Path(printed).is_file()
     report = json.loads((Path(printed).parent / "report.json").read_text())

@@ -39,7 +39,7 @@ class RunOptions:
     fat_t2_ms: float | str = 151.0
     ff_method: str = "auto"
     seg_model: str | None = None
-    erode: bool = False
+    erode: bool = True   # 1-voxel in-plane erosion before statistics (partial volume with fat)
     scoring: str | None = None
     previous: str | None = None
     review: str | None = None
@@ -286,6 +286,7 @@ def run_study(study_path, out_dir, options=None) -> dict:
                                + (f" --t2 {inputs.paths['t2_map']}" if t2 is not None else "")
                                + (f" --ff {inputs.paths['ff_map']}" if ff is not None else "")
                                + (f" --anatomy {out / 'anatomy.nii.gz'}" if anatomy is not None else "")
+                               + ("" if opts.erode else " --no-erode")
                                + f" --out {out}")
     write_text_atomic(out / "run_summary.json", json.dumps(summary, indent=2, default=str))
     return summary

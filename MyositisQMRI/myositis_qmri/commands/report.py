@@ -6,6 +6,8 @@ geometry. Reviewer grades already in DIR/report.json, or given with --review, ar
 """
 from __future__ import annotations
 
+import argparse
+
 from pathlib import Path
 
 from ..errors import InputError
@@ -26,7 +28,9 @@ def add_arguments(parser) -> None:
                         help="reviewer grades to keep: an earlier report.json of this study or an overrides JSON "
                              '{"vastus_lateralis_R": {"edema": 2, "fat": 1, "reviewer": "..."}}')
     parser.add_argument("--scoring", help="site scoring TOML overriding the defaults")
-    parser.add_argument("--erode", action="store_true", help="erode each mask by 1 voxel in-plane before statistics")
+    parser.add_argument("--erode", action=argparse.BooleanOptionalAction, default=True,
+                        help="erode each mask by 1 voxel in-plane before statistics, against partial volume "
+                             "with fat at the borders (default; --no-erode measures whole masks)")
     parser.add_argument("--anonymize", action="store_true", help="also write de-identified copies under DIR/anonymized")
     parser.add_argument("--formats", default="json,csv,html,pdf,dicom",
                         help="comma-separated exports (default: %(default)s)")

@@ -6,6 +6,8 @@ stay in DIR (see pipeline.py), so after editing segmentation/muscles.nii.gz, `ru
 """
 from __future__ import annotations
 
+import argparse
+
 from ..pipeline import RunOptions, run_study
 
 
@@ -25,7 +27,9 @@ def add_pipeline_options(parser) -> None:
     parser.add_argument("--ff-method", default="auto")
     parser.add_argument("--model", dest="seg_model", help="segmentation model file (default: the shipped one)")
     parser.add_argument("--reuse", action="store_true", help="keep outputs already in DIR (e.g. an edited segmentation)")
-    parser.add_argument("--erode", action="store_true", help="erode each mask by 1 voxel before statistics")
+    parser.add_argument("--erode", action=argparse.BooleanOptionalAction, default=True,
+                        help="erode each mask by 1 voxel in-plane before statistics, against partial volume "
+                             "with fat at the borders (default; --no-erode measures whole masks)")
     parser.add_argument("--scoring", help="site scoring TOML overriding the defaults")
     parser.add_argument("--anonymize", action="store_true", help="also write de-identified DICOM copies")
 

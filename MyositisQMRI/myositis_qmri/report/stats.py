@@ -71,6 +71,23 @@ def _slice_positions_mm(volume: Volume) -> np.ndarray:
     return centres @ normal
 
 
+MIN_ERODED_FRACTION = 0.25   # a muscle that erosion thins below this keeps its whole mask
+
+
+def _measurement_mask(mask: np.ndarray, erosion_voxels: int) -> tuple[np.ndarray, bool]:
+    """The voxels measured: the mask eroded in-plane, unless erosion would all but erase it.
+
+    Erosion removes partial volume with fat at the borders; a thin muscle (sartorius, gracilis
+    at coarse resolution) would vanish, so it is measured whole and marked `eroded: false`.
+    """
+    if not erosion_voxels:
+        return mask, False
+    core = _erode_in_plane(mask, erosion_voxels)  # the box is tight: its border is background
+    if core.sum() < max(1, MIN_ERODED_FRACTION * mask.sum()):
+        return mask, False
+    return core, True
+
+
 def _stats_on_map(aligned: np.ndarray, map_volume: Volume, kind: str, erosion_voxels: int,
                   edema_threshold_ms: float) -> tuple[dict, dict]:
     """Per-label statistics and slice profiles of one map."""
@@ -84,15 +101,11 @@ def _stats_on_map(aligned: np.ndarray, map_volume: Volume, kind: str, erosion_vo
         if box is None:
             per_label[label.value] = {"empty": True, "reason": "no voxels of this label on the map grid"}
             continue
-        mask = aligned[box] == label.value
-        if erosion_voxels:
-            mask = _erode_in_plane(mask, erosion_voxels)  # the box is tight: its border is background
-            if not mask.any():
-                per_label[label.value] = {"empty": True, "reason": f"mask empty after {erosion_voxels}-voxel erosion"}
-                continue
+        mask, eroded = _measurement_mask(aligned[box] == label.value, erosion_voxels)
         values, n_nonfinite, n_invalid = _map_values(map_array[box], mask, kind)
         entry = summarize(values)
-        entry.update(n_mask_voxels=int(mask.sum()), n_excluded_nonfinite=n_nonfinite, n_excluded_invalid=n_invalid)
+        entry.update(n_mask_voxels=int(mask.sum()), n_excluded_nonfinite=n_nonfinite, n_excluded_invalid=n_invalid,
+                     eroded=eroded)
         if kind == "t2":
             entry["percent_above_edema_threshold"] = (
                 None if values.size == 0 else float(100.0 * np.count_nonzero(values >= edema_threshold_ms) / values.size))
