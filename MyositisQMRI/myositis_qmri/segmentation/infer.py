@@ -3,8 +3,8 @@
 Steps: canonical orientation and in-plane resampling to the model spacing (canonical.py),
 body mask and leg split at the gap between the thighs, one crop per leg (the left mirrored
 onto the right), the 2-D network slice by slice, probabilities resampled back to the input
-grid, side assigned from patient position, then the largest component per label and holes
-filled. The result is an int16 label map on the input grid (values from labels.py).
+grid, side assigned from patient position, then the largest component per label and small
+holes filled. The result is an int16 label map on the input grid (values from labels.py).
 """
 from __future__ import annotations
 
@@ -69,8 +69,17 @@ def _leg_probabilities(network, crop_zyx: np.ndarray, device) -> np.ndarray:
     return probs.transpose(1, 0, 2, 3)  # (class, z, y, x)
 
 
-def _postprocess(labels: np.ndarray) -> np.ndarray:
-    """Keep each label's largest 3-D component, then fill its in-slice holes."""
+MAX_FILLED_HOLE_MM2 = 40.0   # holes up to this area are prediction speckle; larger ones are anatomy
+
+
+def _postprocess(labels: np.ndarray, pixel_area_mm2: float) -> np.ndarray:
+    """Keep each label's largest 3-D component, then fill its small in-slice holes.
+
+    Only holes up to MAX_FILLED_HOLE_MM2 are filled: the femur inside the vastus intermedius
+    and fat septa inside a muscle are real holes, and filling them would add marrow and fat to
+    the muscle's statistics.
+    """
+    max_hole_px = MAX_FILLED_HOLE_MM2 / pixel_area_mm2
     out = np.zeros_like(labels)
     for value, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
@@ -81,9 +90,17 @@ def _postprocess(labels: np.ndarray) -> np.ndarray:
             sizes = ndimage.sum(mask, components, range(1, n + 1))
             mask = components == 1 + int(np.argmax(sizes))
         for z in range(mask.shape[0]):
-            mask[z] = ndimage.binary_fill_holes(mask[z])
+            mask[z] |= _small_holes(mask[z], max_hole_px)
         out[box][mask & (out[box] == 0)] = value
     return out
+
+
+def _small_holes(mask_2d: np.ndarray, max_hole_px: float) -> np.ndarray:
+    holes, n = ndimage.label(ndimage.binary_fill_holes(mask_2d) & ~mask_2d)
+    if n == 0:
+        return holes > 0
+    sizes = ndimage.sum(np.ones_like(mask_2d), holes, range(1, n + 1))
+    return np.isin(holes, 1 + np.flatnonzero(sizes <= max_hole_px))
 
 
 def leg_crops(image: Volume, spacing_mm: float, size: int):
@@ -134,7 +151,7 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None) -
         muscle[better] = channel
     offset = resample_to(reference.with_array(side_map), image.geometry, "nearest").array
     labels = np.where(muscle > 0, muscle + offset, 0).astype(np.int16)
-    labels = _postprocess(labels)
+    labels = _postprocess(labels, image.spacing_mm[0] * image.spacing_mm[1])
     return image.with_array(labels, image_kind="labels", source="myositis-qmri segment",
                             model=header.get("provenance", {}).get("command", ""),
                             model_version=header.get("model_version"))
