@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,6 @@ from ..progress import Progress, step
 from . import synth
 from .labels import N_MUSCLES
 from .model import base_header, build_network, dice_per_label, save_model
-
-import os
 
 # The shared real-data folder sits next to the project checkout (or where the env var says).
 DEFAULT_LABEL_MAPS = Path(os.environ.get("MYOSITIS_QMRI_SHARED_DATA",
@@ -52,7 +51,7 @@ def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
     """
     from ..io import write_volume
     from ..phantom import make_exam
-    from .labels import muscle_index
+    from .labels import LEFT_OFFSET
     paths = []
     for seed in seeds:
         if int(seed) == 0:
@@ -60,7 +59,7 @@ def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
         path = Path(folder) / f"phantom_seed{int(seed):03d}.nii.gz"
         if not path.exists():
             labels = make_exam(seed=int(seed), size="demo").muscle_labels
-            sideless = np.vectorize(muscle_index)(labels.array).astype(np.int16)
+            sideless = np.where(labels.array > LEFT_OFFSET, labels.array - LEFT_OFFSET, labels.array).astype(np.int16)
             write_volume(labels.with_array(sideless), path)
         paths.append(path)
     return paths
