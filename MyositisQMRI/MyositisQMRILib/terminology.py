@@ -2,27 +2,18 @@
 
 Slicer stores a segment's terminology as one tag string:
 `context~category~type~typeModifier~anatomicContext~region~regionModifier`, each code written
-`scheme^value^meaning`. Laterality goes in the type modifier (SNOMED Right / Left), which
-is how DICOM SEG export writes it.
+`scheme^value^meaning`. Laterality goes in the type modifier (SNOMED Right / Left) and the
+anatomic region is the thigh of that side, which is how DICOM SEG export writes it.
 """
 from __future__ import annotations
 
-CONTEXT = "MyositisQMRI thigh muscles"
-ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 
-
-def _code(code) -> str:
-    return "^".join((code.scheme, code.value, code.meaning)) if code else "^^"
-
-
-def terminology_entry(label) -> str | None:
-    """The tag string for a `labels.MuscleLabel`, or None while its muscle has no code."""
+def terminology_entry(label) -> str:
+    """The tag string for a `labels.MuscleLabel`, from the label schema (SNOMED CT where verified,
+    the schema's private code otherwise)."""
     from myositis_qmri.segmentation import labels
 
-    if label.muscle.code is None:
-        return None
-    return "~".join((CONTEXT, _code(labels.CATEGORY_CODE), _code(label.muscle.code),
-                     _code(labels.SIDE_CODES[label.side]), ANATOMIC_CONTEXT, "^^", "^^"))
+    return labels.terminology_string(label)
 
 
 def segment_properties(label) -> dict:

@@ -19,7 +19,8 @@ from . import labels as schema
 def labels_json() -> dict:
     return {"labels": [{"value": l.value, "key": l.key, "name": l.name, "abbreviation": l.abbreviation,
                         "side": l.side, "muscle_index": l.muscle.index, "group": l.muscle.group,
-                        "colour_rgb": list(l.colour_rgb), "terminology": schema.terminology_entry(l)}
+                        "colour_rgb": list(l.colour_rgb), "terminology": schema.terminology_entry(l),
+                        "snomed_ct": l.muscle.code is not None}
                        for l in schema.LABELS]}
 
 

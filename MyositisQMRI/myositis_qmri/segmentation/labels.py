@@ -28,7 +28,7 @@ class Muscle:
     name: str                       # display name
     abbreviation: str
     colour_rgb: tuple[int, int, int]
-    code: Code | None               # SNOMED CT property type (the structure)
+    code: Code | None               # SNOMED CT property type; None: none verified (see type_code)
     group: str                      # anterior / medial / posterior compartment
 
 
@@ -55,18 +55,47 @@ class MuscleLabel:
         return self.muscle.colour_rgb
 
 
-# Codes: SNOMED CT ("SCT") concepts for each muscle, as Slicer terminology and DICOM SEG use.
+# Codes, each copied from a source we could read (none is made up):
+# - Laterality Right 24028007 / Left 7771000 and the region Thigh 68367000: Slicer's
+#   SegmentationCategoryTypeModifier-DICOM-Master.json and AnatomicRegionAndModifier-DICOM-Master.json
+#   (Slicer/Slicer Modules/Loadable/Terminologies/Resources), also pydicom's DICOM concept dictionary
+#   (CID 244 laterality, CID 4031 common anatomic regions).
+# - Category "Anatomical Structure" 123037004: Slicer's DICOM master list (CID 7150 entry) and
+#   SlicerTotalSegmentator's totalsegmentator_snomed_mapping.csv, which codes single muscles exactly as
+#   here (category Anatomical Structure, type = the muscle, type modifier = side). The DICOM standard's
+#   CID 7150 (pydicom) lists the older SCT 91723000 for the same meaning; Slicer's code is used so
+#   that Slicer matches the category.
 SIDE_CODES = {"right": Code("SCT", "24028007", "Right"), "left": Code("SCT", "7771000", "Left")}
 CATEGORY_CODE = Code("SCT", "123037004", "Anatomical Structure")
+REGION_CODE = Code("SCT", "68367000", "Thigh")
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"   # the Slicer anatomic context that holds Thigh
+
+# Muscle (property type) codes and where each was read:
+SARTORIUS = Code("SCT", "12595009", "Sartorius muscle")
+#   SlicerTotalSegmentator Resources/totalsegmentator_snomed_mapping.csv, rows sartorius_left/right.
+RECTUS_FEMORIS = Code("SCT", "72226001", "Rectus femoris muscle")
+#   SNOMED CT International 2024-10-01 expansion of the PH road-safety FHIR IG body-site value set
+#   ("Rectus Femoris Muscle"); the same code is an EHR's immunisation site "Rectus femoris structure".
+VASTUS_LATERALIS = Code("SCT", "1403006", "Vastus lateralis muscle")
+#   HL7 FHIR R4 (4.0.1) ValueSet approach-site-codes: "Vastus lateralis muscle".
+VASTUS_MEDIALIS = Code("SCT", "3478008", "Vastus medialis muscle")
+#   HL7 FHIR R4 ValueSet approach-site-codes: "Structure of vastus medialis muscle".
+GRACILIS = Code("SCT", "2577006", "Gracilis muscle")
+#   HL7 FHIR R4 ValueSet approach-site-codes: "Structure of gracilis muscle".
+# Vastus intermedius, adductor magnus, biceps femoris long and short heads, semitendinosus and
+# semimembranosus have SNOMED CT concepts, but no source we could read gives their codes
+# (Slicer's and DICOM's lists stop at "Muscle of lower limb"; TotalSegmentator codes only the
+# quadriceps, the sartorius and the medial and posterior compartments). They keep the private code
+# from `type_code` until a code can be copied from a SNOMED CT release or browser.
 
 MUSCLES: tuple[Muscle, ...] = (
-    Muscle(1, "sartorius", "Sartorius", "SAR", (230, 159, 0), None, "anterior"),
-    Muscle(2, "rectus_femoris", "Rectus femoris", "RF", (213, 94, 0), None, "anterior"),
-    Muscle(3, "vastus_lateralis", "Vastus lateralis", "VL", (204, 121, 167), None, "anterior"),
+    Muscle(1, "sartorius", "Sartorius", "SAR", (230, 159, 0), SARTORIUS, "anterior"),
+    Muscle(2, "rectus_femoris", "Rectus femoris", "RF", (213, 94, 0), RECTUS_FEMORIS, "anterior"),
+    Muscle(3, "vastus_lateralis", "Vastus lateralis", "VL", (204, 121, 167), VASTUS_LATERALIS, "anterior"),
     Muscle(4, "vastus_intermedius", "Vastus intermedius", "VI", (0, 114, 178), None, "anterior"),
-    Muscle(5, "vastus_medialis", "Vastus medialis", "VM", (86, 180, 233), None, "anterior"),
+    Muscle(5, "vastus_medialis", "Vastus medialis", "VM", (86, 180, 233), VASTUS_MEDIALIS, "anterior"),
     Muscle(6, "adductor_magnus", "Adductor magnus", "AM", (0, 158, 115), None, "medial"),
-    Muscle(7, "gracilis", "Gracilis", "GR", (240, 228, 66), None, "medial"),
+    Muscle(7, "gracilis", "Gracilis", "GR", (240, 228, 66), GRACILIS, "medial"),
     Muscle(8, "biceps_femoris_long_head", "Biceps femoris long head", "BFL", (153, 79, 0), None, "posterior"),
     Muscle(9, "semitendinosus", "Semitendinosus", "ST", (120, 94, 240), None, "posterior"),
     Muscle(10, "semimembranosus", "Semimembranosus", "SM", (254, 97, 0), None, "posterior"),
@@ -96,28 +125,48 @@ def side_of(value: int) -> str:
     return "left" if value > LEFT_OFFSET else "right"
 
 
-# Muscles without a verified SNOMED CT concept get a private (99-prefixed, as DICOM allows)
-# code so that Slicer terminology and DICOM SEG still carry a coded type.
+# Muscles without a verified SNOMED CT code get a private code (a 99-prefixed scheme, as DICOM
+# PS3.16 allows for local codes) so that Slicer terminology and DICOM SEG still carry a coded type;
+# DICOM writers declare the scheme in CodingSchemeIdentificationSequence.
 PRIVATE_SCHEME = "99MYOQMRI"
+PRIVATE_SCHEME_NAME = "MyositisQMRI local codes"
 TERMINOLOGY_CONTEXT = "MyositisQMRI thigh muscles"
 
 
 def type_code(muscle: Muscle) -> Code:
+    """The property type of a muscle: its SNOMED CT code, else the private code."""
     return muscle.code or Code(PRIVATE_SCHEME, muscle.key.upper(), muscle.name)
 
 
+def _triplet(code: Code) -> list[str]:
+    return [code.scheme, code.value, code.meaning]
+
+
 def terminology_entry(label: MuscleLabel) -> dict:
-    """The segment terminology in slicerio's form (category, type, side modifier: scheme, value, meaning)."""
-    code = type_code(label.muscle)
+    """The segment terminology in slicerio's dict form: category, type, side as type modifier, and the
+    thigh (with the same side) as anatomic region, each [scheme, value, meaning]."""
     side = SIDE_CODES[label.side]
     return {"contextName": TERMINOLOGY_CONTEXT,
-            "category": [CATEGORY_CODE.scheme, CATEGORY_CODE.value, CATEGORY_CODE.meaning],
-            "type": [code.scheme, code.value, code.meaning],
-            "typeModifier": [side.scheme, side.value, side.meaning]}
+            "category": _triplet(CATEGORY_CODE),
+            "type": _triplet(type_code(label.muscle)),
+            "typeModifier": _triplet(side),
+            "anatomicContextName": ANATOMIC_CONTEXT,
+            "anatomicRegion": _triplet(REGION_CODE),
+            "anatomicRegionModifier": _triplet(side)}
+
+
+def terminology_string(label: MuscleLabel) -> str:
+    """Slicer's TerminologyEntry tag: context~category~type~typeModifier~anatomicContext~region~regionModifier,
+    each code scheme^value^meaning (the layout slicerio and Slicer read and write)."""
+    entry = terminology_entry(label)
+    return "~".join((entry["contextName"], *("^".join(entry[k]) for k in ("category", "type", "typeModifier")),
+                     entry["anatomicContextName"],
+                     *("^".join(entry[k]) for k in ("anatomicRegion", "anatomicRegionModifier"))))
 
 
 def slicer_terminology() -> dict:
-    """A Slicer terminology (.term.json, schema 1) listing every muscle with its side modifiers."""
+    """A Slicer terminology (.term.json, dcmqi segment-context schema) listing every muscle with its
+    side modifiers, laid out as Slicer's own term files (SegmentationCodes > Category > Type > Modifier)."""
     def coded(code: Code, **extra) -> dict:
         return {"CodingSchemeDesignator": code.scheme, "CodeValue": code.value, "CodeMeaning": code.meaning, **extra}
 
@@ -127,7 +176,7 @@ def slicer_terminology() -> dict:
                            **{"3dSlicerLabel": f"{muscle.name} ({side})"}) for side in ("right", "left")]
         types.append(coded(type_code(muscle), recommendedDisplayRGBValue=list(muscle.colour_rgb),
                            **{"3dSlicerLabel": muscle.name, "Modifier": modifiers}))
-    category = coded(CATEGORY_CODE, showAnatomy="false", Type=types)
+    category = coded(CATEGORY_CODE, showAnatomy=True, Type=types)
     return {"SegmentationCategoryTypeContextName": TERMINOLOGY_CONTEXT,
             "@schema": "https://raw.githubusercontent.com/qiicr/dcmqi/master/doc/segment-context-schema.json#",
-            "Category": [category]}
+            "SegmentationCodes": {"Category": [category]}}
