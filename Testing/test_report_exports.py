@@ -157,6 +157,42 @@ def test_seg_and_sr_read_back_with_the_same_numbers(dicom_report):
         assert image_item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == seg.SOPInstanceUID
 
 
+def test_seg_and_sr_carry_snomed_codes_and_laterality(dicom_report):
+    import highdicom as hd
+    from myositis_qmri.segmentation.labels import LABEL_BY_KEY, PRIVATE_SCHEME, SIDE_CODES, type_code
+    root, _ = dicom_report
+    out = root / "out"
+    seg = pydicom.dcmread(out / "seg.dcm")
+    assert len(seg.SegmentSequence) == 22
+    for item in seg.SegmentSequence:
+        label = LABEL_BY_KEY[item.TrackingID]
+        code, side = type_code(label.muscle), SIDE_CODES[label.side]
+        category = item.SegmentedPropertyCategoryCodeSequence[0]
+        assert (category.CodingSchemeDesignator, category.CodeValue) == ("SCT", "123037004")
+        prop = item.SegmentedPropertyTypeCodeSequence[0]
+        assert (prop.CodingSchemeDesignator, prop.CodeValue, prop.CodeMeaning) == (code.scheme, code.value, code.meaning)
+        modifier = prop.SegmentedPropertyTypeModifierCodeSequence[0]
+        assert (modifier.CodingSchemeDesignator, modifier.CodeValue) == ("SCT", side.value)
+        region = item.AnatomicRegionSequence[0]
+        assert (region.CodingSchemeDesignator, region.CodeValue, region.CodeMeaning) == ("SCT", "68367000", "Thigh")
+        assert region.AnatomicRegionModifierSequence[0].CodeValue == side.value
+    by_key = {item.TrackingID: item.SegmentedPropertyTypeCodeSequence[0] for item in seg.SegmentSequence}
+    assert (by_key["vastus_lateralis_L"].CodeValue,
+            by_key["vastus_lateralis_L"].SegmentedPropertyTypeModifierCodeSequence[0].CodeMeaning) == ("1403006", "Left")
+    assert by_key["sartorius_R"].CodeValue == "12595009"
+    assert PRIVATE_SCHEME in {s.CodingSchemeDesignator for s in seg.CodingSchemeIdentificationSequence}
+    # highdicom reads the descriptions back with the codes intact.
+    described = {d.tracking_id: d for d in hd.seg.segread(out / "seg.dcm").SegmentSequence}
+    assert described["gracilis_R"].segmented_property_type.value == "2577006"
+    sr = hd.sr.srread(out / "report_sr.dcm")
+    for group in sr.content.get_volumetric_roi_measurement_groups():
+        label = LABEL_BY_KEY[str(group.tracking_identifier)]
+        site = group.finding_sites[0]
+        assert (site.value.scheme_designator, site.value.value) == (type_code(label.muscle).scheme,
+                                                                    type_code(label.muscle).value)
+        assert site.laterality.value == SIDE_CODES[label.side].value
+
+
 def test_maps_as_dicom_read_back_in_true_units(dicom_report):
     root, _ = dicom_report
     _, t2, ff = make_inputs()

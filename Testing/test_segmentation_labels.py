@@ -32,7 +32,8 @@ def test_every_muscle_has_a_snomed_code_from_the_table_or_the_private_scheme():
             assert muscle.name.lower() in code.meaning.lower()
         else:
             assert muscle.code is None
-            assert (code.scheme, code.value) == (schema.PRIVATE_SCHEME, muscle.key.upper())
+            assert (code.scheme, code.value) == (schema.PRIVATE_SCHEME, f"MUSCLE_{muscle.abbreviation}")
+        assert len(code.value) <= 16         # DICOM Code Value is SH
     assert len({schema.type_code(m).value for m in schema.MUSCLES}) == schema.N_MUSCLES
 
 

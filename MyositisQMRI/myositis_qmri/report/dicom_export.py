@@ -22,13 +22,14 @@ from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_path
 from ..io.dicom_write import ImageStack, SeriesSpec, StudyInfo, write_series
-from ..segmentation.labels import CATEGORY_CODE, LABEL_BY_VALUE, SIDE_CODES
+from ..segmentation.labels import (CATEGORY_CODE, LABEL_BY_VALUE, PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, REGION_CODE,
+                                   SIDE_CODES, type_code)
 from ..volume import Volume
 
 MANUFACTURER = "MyositisQMRI"
-# Local codes for quantities and grades that have no standard code in DCM/SCT; the scheme is
-# declared in each SR's CodingSchemeIdentificationSequence.
-LOCAL_SCHEME = "99MYOQMRI"
+# Local codes for quantities, grades and the muscles that have no verified SNOMED CT code; the
+# scheme (the label schema's private one) is declared in CodingSchemeIdentificationSequence.
+LOCAL_SCHEME = PRIVATE_SCHEME
 WATER_T2 = hd.sr.CodedConcept("WT2", LOCAL_SCHEME, "Muscle water T2")
 FAT_FRACTION = hd.sr.CodedConcept("FF", LOCAL_SCHEME, "Fat fraction")
 EDEMA_GRADE = hd.sr.CodedConcept("EDEMA_GRADE", LOCAL_SCHEME, "Muscle edema grade")
@@ -45,6 +46,21 @@ MAP_SPECS = {  # kind -> (series description, ImageType value 3, rescale slope, 
 
 def _code(code) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(code.value, code.scheme, code.meaning)
+
+
+def _with_modifier(concept: hd.sr.CodedConcept, keyword: str, modifier) -> hd.sr.CodedConcept:
+    """The concept with a modifier sequence nested in its item, where DICOM puts a segment's
+    type modifier (0062,0011) and anatomic region modifier (0008,2220); highdicom has no argument."""
+    setattr(concept, keyword, Sequence([_code(modifier)]))
+    return concept
+
+
+def _local_scheme() -> Sequence:
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = LOCAL_SCHEME
+    scheme.CodingSchemeName = PRIVATE_SCHEME_NAME
+    scheme.CodingSchemeResponsibleOrganization = "MyositisQMRI"
+    return Sequence([scheme])
 
 
 def _grade_code(kind: str, grade: int, label: str) -> hd.sr.CodedConcept:
@@ -107,12 +123,18 @@ def write_seg(labels: Volume, sources: list[Dataset], path: Path) -> Dataset:
     for number, value in enumerate(present, start=1):
         label = LABEL_BY_VALUE[value]
         renumbered[..., number - 1] = array == value
-        property_type = _code(label.muscle.code) if label.muscle.code else SKELETAL_MUSCLE
-        descriptions.append(hd.seg.SegmentDescription(
+        # Coded as Slicer's terminology is: the muscle as property type with the side as its
+        # modifier, and the thigh, of the same side, as anatomic region.
+        side = SIDE_CODES[label.side]
+        description = hd.seg.SegmentDescription(
             segment_number=number, segment_label=label.name, segmented_property_category=_code(CATEGORY_CODE),
-            segmented_property_type=property_type, algorithm_type="AUTOMATIC", algorithm_identification=algorithm,
-            tracking_uid=hd.UID(), tracking_id=label.key, anatomic_regions=[_code(SIDE_CODES[label.side])],
-            display_color=hd.color.CIELabColor(*_rgb_to_lab(label.colour_rgb))))
+            segmented_property_type=_code(type_code(label.muscle)), algorithm_type="AUTOMATIC",
+            algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=label.key,
+            anatomic_regions=[_code(REGION_CODE)], display_color=hd.color.CIELabColor(*_rgb_to_lab(label.colour_rgb)))
+        _with_modifier(description.SegmentedPropertyTypeCodeSequence[0], "SegmentedPropertyTypeModifierCodeSequence",
+                       side)
+        _with_modifier(description.AnatomicRegionSequence[0], "AnatomicRegionModifierSequence", side)
+        descriptions.append(description)
     orientation, measures, positions = _plane_info(labels)
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=renumbered, segmentation_type="BINARY",
@@ -122,6 +144,8 @@ def write_seg(labels: Volume, sources: list[Dataset], path: Path) -> Dataset:
         content_description="Thigh muscles", content_label="MUSCLES", plane_orientation=orientation,
         pixel_measures=measures, plane_positions=positions, omit_empty_frames=False)
     seg.SeriesDescription = "Thigh muscles (MyositisQMRI)"
+    if any(LABEL_BY_VALUE[v].muscle.code is None for v in present):
+        seg.CodingSchemeIdentificationSequence = _local_scheme()
     _save(seg, path)
     return seg
 
@@ -155,7 +179,7 @@ def write_sr(report: dict, seg: Dataset, sources: list[Dataset], path: Path) -> 
             if grade.get("grade") is not None:
                 evaluations.append(hd.sr.QualitativeEvaluation(concept, _grade_code(kind, grade["grade"], grade["label"])))
         finding_site = hd.sr.FindingSite(
-            anatomic_location=_code(label.muscle.code) if label.muscle.code else SKELETAL_MUSCLE,
+            anatomic_location=_code(type_code(label.muscle)),
             laterality=_code(SIDE_CODES[label.side]))
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label.key),
@@ -178,11 +202,7 @@ def write_sr(report: dict, seg: Dataset, sources: list[Dataset], path: Path) -> 
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
         record_evidence=True)
     sr.SeriesDescription = "Thigh muscle qMRI report (MyositisQMRI)"
-    scheme = Dataset()
-    scheme.CodingSchemeDesignator = LOCAL_SCHEME
-    scheme.CodingSchemeName = "MyositisQMRI local codes"
-    scheme.CodingSchemeResponsibleOrganization = "MyositisQMRI"
-    sr.CodingSchemeIdentificationSequence = Sequence([scheme])
+    sr.CodingSchemeIdentificationSequence = _local_scheme()
     _save(sr, path)
     return sr
 

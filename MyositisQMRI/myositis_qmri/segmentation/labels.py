@@ -134,8 +134,9 @@ TERMINOLOGY_CONTEXT = "MyositisQMRI thigh muscles"
 
 
 def type_code(muscle: Muscle) -> Code:
-    """The property type of a muscle: its SNOMED CT code, else the private code."""
-    return muscle.code or Code(PRIVATE_SCHEME, muscle.key.upper(), muscle.name)
+    """The property type of a muscle: its SNOMED CT code, else the private code (from the
+    abbreviation, so it fits DICOM's 16-character Code Value)."""
+    return muscle.code or Code(PRIVATE_SCHEME, f"MUSCLE_{muscle.abbreviation}", muscle.name)
 
 
 def _triplet(code: Code) -> list[str]:
