@@ -27,8 +27,8 @@ MODEL_ENV = "MYOSITIS_QMRI_MODEL"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 
 DEFAULT_ARCHITECTURE = {"name": "monai.UNet", "spatial_dims": 2, "in_channels": 1,
-                        "out_channels": N_MUSCLES + 1, "channels": [12, 24, 48, 96],
-                        "strides": [2, 2, 2], "num_res_units": 1}
+                        "out_channels": N_MUSCLES + 1, "channels": [24, 48, 96, 192, 384],
+                        "strides": [2, 2, 2, 2], "num_res_units": 2}
 
 
 def base_header(spacing_mm: float = 2.3, crop_px: int = 96) -> dict:

@@ -24,8 +24,8 @@ import SimpleITK as sitk
 
 OTHER_LEG = N_MUSCLES + 1        # the opposite thigh's muscles: muscle-like, target background
 # Extra tissue classes drawn procedurally (values above the muscle labels).
-FAT, SKIN, CORTEX, MARROW, OTHER_MUSCLE, VESSEL = range(OTHER_LEG + 1, OTHER_LEG + 7)
-N_TISSUES = VESSEL + 1
+FAT, SKIN, CORTEX, MARROW, OTHER_MUSCLE, VESSEL, FASCIA = range(OTHER_LEG + 1, OTHER_LEG + 8)
+N_TISSUES = FASCIA + 1
 PREP_MARGIN = 24                 # extra pixels around the crop for deformation
 
 
@@ -128,11 +128,12 @@ def _add_tissues(rng, labels: np.ndarray, spacing_mm: float) -> np.ndarray:
         choice = rng.random(n_blobs + 1) < rng.uniform(0.2, 0.7)
         tissue[gap & choice[blobs]] = OTHER_MUSCLE
         tissue[gap & ~choice[blobs]] = FAT
-    # Intermuscular fat septa between touching muscles.
-    if rng.random() < 0.8:
+    # Fascia between touching muscles: at 2-3 mm pixels a sub-pixel fat plane shows as a line of
+    # partial volume (FASCIA, between muscle and fat), sometimes as frank fat, sometimes not at all.
+    if rng.random() < 0.9:
         grown = ndimage.grey_dilation(labels, size=3)
         septa = own & (grown != labels) & (rng.random(labels.shape) < rng.uniform(0.3, 1.0))
-        tissue[septa] = FAT
+        tissue[septa] = FAT if rng.random() < 0.3 else FASCIA
     # Subcutaneous fat of random (smoothly varying) thickness, then skin.
     body_any = envelope | muscle_any
     outside = ndimage.distance_transform_edt(~body_any) * spacing_mm
@@ -168,6 +169,7 @@ def _tissue_intensities(rng) -> tuple[np.ndarray, np.ndarray]:
         sign = 1 if rng.random() < 0.6 else -1
         means[FAT] = np.clip(muscle_base + sign * rng.uniform(0.25, 0.8), 0, 1.2)
     means[MARROW] = means[FAT] + rng.normal(0, 0.08)
+    means[FASCIA] = muscle_base + rng.uniform(0.25, 0.8) * (means[FAT] - muscle_base)
     means[CORTEX] = rng.uniform(0, 0.12)
     means[SKIN] = rng.uniform(0, 1)
     stds = rng.uniform(0.005, 0.06, N_TISSUES)
