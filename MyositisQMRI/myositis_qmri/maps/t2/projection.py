@@ -144,8 +144,73 @@ def _tables(proj: Projector) -> dict:
         "u_coarse_t": np.ascontiguousarray(proj.u[np.ix_(cb, ct)].reshape(-1, k).T),
         "f_hat_t": None if proj.f_hat is None else np.ascontiguousarray(proj.f_hat.T),
     }
+    if proj.f_hat is not None:
+        tables["coarse_t"], tables["coarse_fat_sign"] = _coarse_table(proj, cb, ct)
     proj.__dict__["_tables"] = tables
     return tables
+
+
+def _coarse_best(y, cf_all, tables) -> np.ndarray:
+    """Index of the best coarse atom per voxel under the non-negative amplitude constraint.
+
+    The unconstrained two-atom energy cu+^2 + cf^2 is an upper bound of the constrained one,
+    equal to it where the fat amplitude is >= 0. Its argmax is therefore exact wherever that
+    atom's fat amplitude is >= 0; elsewhere (long-T2 water atoms paired with negative fat,
+    which would send the window search into the wrong basin) the constrained energy is
+    evaluated over all coarse atoms for just those voxels.
+    """
+    m = y.shape[0]
+    cb, ct = tables["cb"], tables["ct"]
+    score = y @ tables["u_coarse_t"]                                                # (m, Bc*Tc)
+    np.maximum(score, 0, out=score)
+    np.square(score, out=score)
+    if cf_all is None:
+        return np.argmax(score, axis=1)
+    cf = cf_all[:, cb]
+    score = score.reshape(m, cb.size, ct.size)
+    score += np.square(cf)[:, :, None]
+    best = np.argmax(score.reshape(m, -1), axis=1)
+    sign_dirs = tables["coarse_fat_sign"]                                           # (Bc*Tc, K)
+    negative_fat = np.einsum("mk,mk->m", y, np.take(sign_dirs, best, axis=0)) < 0
+    if negative_fat.any():
+        rows = np.flatnonzero(negative_fat)
+        best[rows] = np.argmax(_coarse_energy(y[rows], cf[rows], tables["coarse_t"]), axis=1)
+    return best
+
+
+def _coarse_table(proj: Projector, cb, ct):
+    """Coarse-atom directions for _coarse_energy: (K, 3 * Bc * Tc) holding, per atom, u (water
+    orthogonal to fat, unit), v (fat minus its part along water: y . v has the sign of the
+    unconstrained fat amplitude) and w^ (unit water); and v alone, (Bc * Tc, K)."""
+    k = proj.u.shape[-1]
+    u = proj.u[np.ix_(cb, ct)].reshape(-1, k).astype(np.float64)
+    w = proj.w[np.ix_(cb, ct)].reshape(-1, k).astype(np.float64)
+    w_hat = w / np.linalg.norm(w, axis=1, keepdims=True)
+    f_hat = np.repeat(proj.f_hat[cb].astype(np.float64), ct.size, axis=0)
+    v = f_hat - np.einsum("ak,ak->a", f_hat, w_hat)[:, None] * w_hat
+    table = np.ascontiguousarray(np.concatenate([u, v, w_hat]).T, dtype=np.float32)
+    return table, np.ascontiguousarray(v, dtype=np.float32)
+
+
+def _coarse_energy(y, cf, table):
+    """Constrained (non-negative amplitude) energy at the coarse atoms, (m, Bc*Tc).
+
+    With two atoms the non-negative fit is both atoms where both unconstrained amplitudes are
+    >= 0, water alone where the fat amplitude is negative, else fat alone (cu < 0): the
+    energy is cu+^2 + cf+^2, or cw+^2 where y . v < 0.
+    """
+    m = y.shape[0]
+    n = table.shape[1] // 3
+    prod = y @ table
+    cu, v, cw = prod[:, :n], prod[:, n:2 * n], prod[:, 2 * n:]
+    np.maximum(cu, 0, out=cu)
+    np.square(cu, out=cu)
+    cu = cu.reshape(m, cf.shape[1], -1)
+    cu += np.square(np.maximum(cf, 0))[:, :, None]
+    cu = cu.reshape(m, n)
+    np.maximum(cw, 0, out=cw)
+    np.square(cw, out=cw)
+    return np.where(v < 0, cw, cu)
 
 
 def _coarse_indices(size: int, step: int) -> np.ndarray:
@@ -160,14 +225,7 @@ def _fit_chunk(proj, tables, y):
     m = y.shape[0]
     cb, ct = tables["cb"], tables["ct"]
     cf_all = None if tables["f_hat_t"] is None else y @ tables["f_hat_t"]          # (m, B)
-    score = y @ tables["u_coarse_t"]                                                # (m, Bc*Tc)
-    np.maximum(score, 0, out=score)
-    np.square(score, out=score)
-    if cf_all is not None:
-        score = score.reshape(m, cb.size, ct.size)
-        score += np.square(cf_all[:, cb])[:, :, None]
-        score = score.reshape(m, -1)
-    best = np.argmax(score, axis=1)
+    best = _coarse_best(y, cf_all, tables)
     b, t = cb[best // ct.size], ct[best % ct.size]
     b_off, t_off, energy = np.zeros(m, np.float32), np.zeros(m, np.float32), np.zeros(m, np.float32)
     step_b, step_t = COARSE_B1_STEP, COARSE_T2_STEP
