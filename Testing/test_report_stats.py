@@ -55,9 +55,29 @@ def test_erosion_is_in_plane_and_recorded():
     t2, ff = maps_for(labels)
     result = compute_statistics(labels, {"t2": t2}, erode=True, erosion_voxels=1)
     r = row(result, "sartorius_R")
-    assert result["erosion"] == {"applied": True, "voxels": 1, "plane": "in-plane (x, y)"}
+    assert result["erosion"]["applied"] and result["erosion"]["voxels"] == 1
+    assert result["erosion"]["plane"] == "in-plane (x, y)"
+    assert result["erosion"]["per_map"]["t2"] == {"voxels": 1, "mm": 2.0}
     assert r["t2"]["n_mask_voxels"] == 4 * 4 * 4  # 6x6 -> 4x4 on each of the 4 slices
     assert r["volume_ml"] == pytest.approx(4 * 36 * 0.02)  # volume from the full mask
+
+
+def test_mask_from_a_coarser_grid_is_eroded_by_one_of_its_voxels():
+    """A network mask made on a 4.6 mm grid and written on the 2 mm map grid: its border is only
+    certain to a 4.6 mm voxel, so erosion takes the nearest whole number of map voxels, 2."""
+    labels = block_labels()
+    labels = labels.with_array(labels.array, resolution_mm=4.6)
+    t2, _ = maps_for(labels)
+    big = np.zeros_like(labels.array)
+    big[:, 2:14, 2:14] = 3          # a 12x12 muscle: 8x8 left after 2 voxels
+    labels = labels.with_array(big)
+    result = compute_statistics(labels, {"t2": t2}, erode=True, erosion_voxels=1)
+    assert result["erosion"]["mask_resolution_mm"] == 4.6
+    assert result["erosion"]["per_map"]["t2"] == {"voxels": 2, "mm": 4.0}
+    assert row(result, "vastus_lateralis_R")["t2"]["n_mask_voxels"] == 6 * 8 * 8
+    # Drawn on the map grid itself: one map voxel.
+    same = compute_statistics(labels.with_array(big, resolution_mm=None), {"t2": t2}, erode=True)
+    assert same["erosion"]["per_map"]["t2"]["voxels"] == 1
 
 
 def test_nan_and_inf_are_excluded_and_counted():
@@ -140,3 +160,21 @@ def test_slice_profiles():
     sar = profile["muscles"]["sartorius_R"]
     assert sar["area_cm2"] == [pytest.approx(36 * 0.04)] * 4
     assert sar["mean"][0] == pytest.approx(t2.array[1][labels.array[1] == 1].mean(), rel=1e-6)
+
+
+def test_thin_muscle_is_eroded_less_rather_than_erased():
+    """A 6-voxel-wide muscle under a 2-voxel erosion would keep 2/6 of its width in each
+    direction (1/9 of its area): it is eroded by 1 voxel instead (16/36 left); a 2-voxel-wide one
+    is measured whole."""
+    labels = block_labels()
+    t2, _ = maps_for(labels)
+    strip = labels.array.copy()
+    strip[1:5, 2:8, 2:8] = 0
+    strip[1:5, 2:8, 2:4] = 1          # sartorius R: 6x2 in-plane
+    labels = labels.with_array(strip, resolution_mm=4.0)
+    result = compute_statistics(labels, {"t2": t2}, erode=True, erosion_voxels=1)
+    assert result["erosion"]["per_map"]["t2"]["voxels"] == 2
+    six = row(result, "rectus_femoris_R")["t2"]
+    assert six["eroded_voxels"] == 1 and six["n_mask_voxels"] == 4 * 4 * 4
+    two = row(result, "sartorius_R")["t2"]
+    assert two["eroded_voxels"] == 0 and not two["eroded"] and two["n_mask_voxels"] == 4 * 12

@@ -42,6 +42,19 @@ def _grade_cell(grade: dict | None) -> str:
             f'{html.escape(str(grade.get("label")))}{marker}</span></td>')
 
 
+def erosion_text(erosion: dict) -> str:
+    """'2 voxels (3.0 mm) on the FF map, ...': how far each map's masks were eroded, in-plane."""
+    if not erosion.get("applied"):
+        return "none"
+    per_map = erosion.get("per_map") or {}
+    if not per_map:
+        return f"{erosion['voxels']} voxel(s), {erosion['plane']}"
+    names = {"t2": "T2 map", "ff": "FF map"}
+    parts = [f"{e['voxels']} voxel(s) ({e['mm']:.1f} mm) on the {names.get(kind, kind)}" for kind, e in per_map.items()]
+    return (", ".join(parts) + f", {erosion['plane']}; one voxel of the coarser of the map grid and the "
+            f"{erosion.get('mask_resolution_mm', 0):.1f} mm grid the mask was drawn on")
+
+
 def _header(report: dict) -> str:
     study = report.get("study") or {}
     fields = [("Patient", study.get("patient_name")), ("Patient ID", study.get("patient_id")),
@@ -50,8 +63,7 @@ def _header(report: dict) -> str:
               ("Software", f"{report['software']['name']} {report['software']['version']}"),
               ("Scoring", report["scoring"].get("name") + (f" ({report['scoring']['source_file']})"
                                                           if report["scoring"].get("source_file") else "")),
-              ("Mask erosion", f"{report['erosion']['voxels']} voxel(s), {report['erosion']['plane']}"
-               if report["erosion"]["applied"] else "none")]
+              ("Mask erosion", erosion_text(report["erosion"]))]
     rows = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{_fmt(v)}</td></tr>" for k, v in fields if v is not None)
     return f'<table class="header">{rows}</table>'
 

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 
 from ..io.atomic import atomic_path  # noqa: E402
-from .export_html import GRADE_COLOURS  # noqa: E402
+from .export_html import GRADE_COLOURS, erosion_text  # noqa: E402
 
 
 def _fmt(value, digits=1) -> str:
@@ -24,8 +24,8 @@ def _table_page(report: dict):
     lines = [f"Patient: {study.get('patient_name', '–')}   ID: {study.get('patient_id', '–')}   "
              f"Study date: {study.get('study_date', '–')}",
              f"Report created {report['created']} by {report['software']['name']} {report['software']['version']}; "
-             f"scoring: {report['scoring'].get('name')}; erosion: "
-             + (f"{report['erosion']['voxels']} voxel" if report['erosion']['applied'] else "none")]
+             f"scoring: {report['scoring'].get('name')}",
+             "Mask erosion: " + erosion_text(report["erosion"])]
     both = report["whole_thigh"]["both"]
     lines.append(f"Whole thigh: muscle volume {_fmt(both['muscle_volume_ml'])} ml, mean water T2 "
                  f"{_fmt(both['t2_mean_ms'])} ms, volume-weighted FF {_fmt(both['ff_weighted_mean_percent'])} %")

@@ -71,21 +71,44 @@ def _slice_positions_mm(volume: Volume) -> np.ndarray:
     return centres @ normal
 
 
+def _in_plane_mm(volume: Volume) -> float:
+    return float(np.mean(volume.spacing_mm[:2]))
+
+
+def mask_resolution_mm(labels: Volume) -> float:
+    """In-plane resolution (mm) at which the mask was drawn: its own grid, or coarser when the
+    segmentation says so (a network that worked on a coarser grid and was resampled back)."""
+    drawn = float((labels.metadata or {}).get("resolution_mm") or 0.0)
+    return max(_in_plane_mm(labels), drawn)
+
+
+def erosion_on_map(erosion_voxels: int, mask_mm: float, map_volume: Volume) -> int:
+    """Erosion on the map grid: `erosion_voxels` voxels of the coarser of the map grid and the
+    grid the mask was drawn on, because a border is only as certain as the coarser of the two.
+
+    The coarse voxel becomes the nearest whole number of map voxels: a mask from a 2.3 mm
+    network on a 1.5 mm map is eroded by 2 map voxels, on a 2.0 mm map by 1, and a mask drawn on
+    the map's own grid by 1.
+    """
+    ratio = mask_mm / _in_plane_mm(map_volume)
+    return int(erosion_voxels) * max(1, int(math.floor(ratio + 0.5)))
+
+
 MIN_ERODED_FRACTION = 0.25   # a muscle that erosion thins below this keeps its whole mask
 
 
-def _measurement_mask(mask: np.ndarray, erosion_voxels: int) -> tuple[np.ndarray, bool]:
-    """The voxels measured: the mask eroded in-plane, unless erosion would all but erase it.
+def _measurement_mask(mask: np.ndarray, erosion_voxels: int) -> tuple[np.ndarray, int]:
+    """The voxels measured and how many voxels they were eroded by (in-plane).
 
     Erosion removes partial volume with fat at the borders; a thin muscle (sartorius, gracilis
-    at coarse resolution) would vanish, so it is measured whole and marked `eroded: false`.
+    at coarse resolution) would all but vanish, so it is eroded less, down to not at all, until
+    at least MIN_ERODED_FRACTION of it is left.
     """
-    if not erosion_voxels:
-        return mask, False
-    core = _erode_in_plane(mask, erosion_voxels)  # the box is tight: its border is background
-    if core.sum() < max(1, MIN_ERODED_FRACTION * mask.sum()):
-        return mask, False
-    return core, True
+    for voxels in range(int(erosion_voxels), 0, -1):
+        core = _erode_in_plane(mask, voxels)  # the box is tight: its border is background
+        if core.sum() >= max(1, MIN_ERODED_FRACTION * mask.sum()):
+            return core, voxels
+    return mask, 0
 
 
 def _stats_on_map(aligned: np.ndarray, map_volume: Volume, kind: str, erosion_voxels: int,
@@ -101,11 +124,11 @@ def _stats_on_map(aligned: np.ndarray, map_volume: Volume, kind: str, erosion_vo
         if box is None:
             per_label[label.value] = {"empty": True, "reason": "no voxels of this label on the map grid"}
             continue
-        mask, eroded = _measurement_mask(aligned[box] == label.value, erosion_voxels)
+        mask, eroded_by = _measurement_mask(aligned[box] == label.value, erosion_voxels)
         values, n_nonfinite, n_invalid = _map_values(map_array[box], mask, kind)
         entry = summarize(values)
         entry.update(n_mask_voxels=int(mask.sum()), n_excluded_nonfinite=n_nonfinite, n_excluded_invalid=n_invalid,
-                     eroded=eroded)
+                     eroded=eroded_by > 0, eroded_voxels=eroded_by)
         if kind == "t2":
             entry["percent_above_edema_threshold"] = (
                 None if values.size == 0 else float(100.0 * np.count_nonzero(values >= edema_threshold_ms) / values.size))
@@ -173,13 +196,15 @@ def compute_statistics(labels: Volume, maps: dict[str, Volume | None], *, erode:
     if unknown:
         raise InputError(sources.get("seg"), f"label values {sorted(unknown)[:5]} are not in the muscle schema (1-22)")
     geometry = _geometry_stats(labels_int)
-    per_map, profiles, quality = {}, {}, {}
-    erosion = erosion_voxels if erode else 0
+    per_map, profiles, quality, erosion_per_map = {}, {}, {}, {}
+    mask_mm = mask_resolution_mm(labels)
     for kind in MAP_KINDS:
         map_volume = maps.get(kind)
         if map_volume is None:
             continue
         aligned = align_labels(labels_int, map_volume, sources.get("seg")).array
+        erosion = erosion_on_map(erosion_voxels, mask_mm, map_volume) if erode else 0
+        erosion_per_map[kind] = {"voxels": erosion, "mm": round(erosion * _in_plane_mm(map_volume), 2)}
         per_map[kind], profiles[kind] = _stats_on_map(aligned, map_volume, kind, erosion, edema_threshold_ms)
         in_muscle = aligned > 0
         quality[kind] = {
@@ -206,7 +231,9 @@ def compute_statistics(labels: Volume, maps: dict[str, Volume | None], *, erode:
         muscles.append(row)
     return {"muscles": muscles, "asymmetry": _asymmetry(muscles), "whole_thigh": _whole_thigh(labels_int, maps, muscles),
             "slice_profiles": profiles, "quality": quality,
-            "erosion": {"applied": bool(erode), "voxels": erosion, "plane": "in-plane (x, y)"}}
+            "erosion": {"applied": bool(erode), "voxels": erosion_voxels if erode else 0,
+                        "plane": "in-plane (x, y)", "mask_resolution_mm": round(mask_mm, 2),
+                        "per_map": erosion_per_map}}
 
 
 def _asymmetry(muscles: list[dict]) -> list[dict]:

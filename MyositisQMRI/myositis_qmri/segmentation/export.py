@@ -16,6 +16,9 @@ from ..volume import Volume
 from . import labels as schema
 
 
+SIDECAR_KEYS = ("source", "model", "model_version", "resolution_mm")
+
+
 def labels_json() -> dict:
     return {"labels": [{"value": l.value, "key": l.key, "name": l.name, "abbreviation": l.abbreviation,
                         "side": l.side, "muscle_index": l.muscle.index, "group": l.muscle.group,
@@ -52,6 +55,12 @@ def write_segmentation(labels: Volume, out_dir: str | Path) -> dict:
     paths = {"labels": out_dir / "muscles.nii.gz", "labels_json": out_dir / "labels.json",
              "seg_nrrd": out_dir / "muscles.seg.nrrd"}
     write_volume(labels, paths["labels"], dtype=np.int16)
+    provenance = {key: labels.metadata[key] for key in SIDECAR_KEYS if key in (labels.metadata or {})}
+    if provenance:
+        # Read back into the label map's metadata (NIfTI sidecar), so that `report` on an edited
+        # mask still knows the resolution the network worked at (report.stats erodes by it).
+        paths["sidecar"] = out_dir / "muscles.json"
+        write_text_atomic(paths["sidecar"], json.dumps(provenance, indent=1))
     write_text_atomic(paths["labels_json"], json.dumps(labels_json(), indent=1))
     write_seg_nrrd(labels, paths["seg_nrrd"])
     return paths

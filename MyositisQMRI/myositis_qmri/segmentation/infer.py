@@ -152,6 +152,6 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None) -
     offset = resample_to(reference.with_array(side_map), image.geometry, "nearest").array
     labels = np.where(muscle > 0, muscle + offset, 0).astype(np.int16)
     labels = _postprocess(labels, image.spacing_mm[0] * image.spacing_mm[1])
-    return image.with_array(labels, image_kind="labels", source="myositis-qmri segment",
+    return image.with_array(labels, image_kind="labels", source="myositis-qmri segment", resolution_mm=spacing,
                             model=header.get("provenance", {}).get("command", ""),
                             model_version=header.get("model_version"))
