@@ -33,8 +33,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scanner-t2-scale", type=float, default=None,
                         help="scanner T2 map: factor from stored values to ms (default: detected)")
     parser.add_argument("--refocusing-ratio", default=None,
-                        help="2d model: refocusing / excitation slice width (default 1.2), or 'auto' to "
-                             "calibrate it on this series' bright low-fat voxels")
+                        help="2d model: refocusing / excitation slice width, or 'auto' (default): calibrated "
+                             "on this series' bright low-fat voxels, kept at 1.2 unless another ratio (or, "
+                             "when the headers do not say 2D or 3D, the 3d model) fits clearly better")
+    parser.add_argument("--b1-smoothing", type=float, default=None, metavar="MM",
+                        help="smooth B1 in plane (Gaussian FWHM in mm, e.g. 20) and refit water T2 with B1 "
+                             "fixed where the fit allows it; skipped when the B1 map is not smooth. "
+                             "Default: voxel-wise B1")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="dictionary fit on numpy (cpu) or torch on a CUDA GPU; auto uses the GPU "
+                             "when torch sees one")
 
 
 def _load(inputs, te_ms):
@@ -105,7 +113,6 @@ def _import_scanner_t2(args, mask) -> int:
 def main(args) -> int:
     from ..io.load import load_volume
     from ..maps.t2 import fit_water_t2
-    from ..maps.t2.dictionary import SequenceModel
 
     mask = load_volume(args.mask) if args.mask else None
     if _is_scanner_t2_map(args):
@@ -113,9 +120,13 @@ def main(args) -> int:
     te_ms = parse_te_ms_argument(args.te_ms)
     step(f"reading {', '.join(args.input)}")
     series = _load(args.input, te_ms)
-    options = {}
+    options = {"device": args.device}
     if args.refocusing_ratio is not None:
         options["refocusing_width_ratio"] = _refocusing_ratio(args.refocusing_ratio)
+    if args.b1_smoothing is not None:
+        if not 0 <= args.b1_smoothing <= 500:
+            raise InputError("--b1-smoothing", f"expected a FWHM of 0-500 mm, got {args.b1_smoothing}")
+        options["b1_smoothing_mm"] = args.b1_smoothing
     step(f"fitting {args.model} T2 on {series.n_echoes} echoes")
     maps = fit_water_t2(series, mask=mask, model=args.model, profile=args.profile,
                         fat_t2_ms=_fat_t2(args.fat_t2), fat_suppressed=True if args.fat_suppressed else None,

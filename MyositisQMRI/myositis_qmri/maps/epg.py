@@ -20,11 +20,11 @@ DEFAULT_TBW = 2.0              # time-bandwidth product of the Hann-windowed sin
 # "--refocusing-width 1.2" becomes refWidthFactor 0.2, and its ceil() binning samples the
 # refocusing profile on the excitation bins): mean T2 bias -0.14 ms on its trains, and a lower
 # real-calf residual (0.0150 vs 0.0201), but B1 above 1 is then poorly identified (calf B1
-# 95th percentile at the 1.4 search limit), so the Bloch default is kept for now.
-# Calibrating the ratio per series (fit_water_t2(refocusing_width_ratio="auto")) picks 1.65 on
-# the calf (residual 0.0150, muscle B1 p5/50/95 0.84/1.09/1.26, T2 30.9 ms) but 1.5 on
-# MyoQMRI-simulated trains, where water T2 bias then grows from -0.19 to +3.2 ms (its SLR
-# profile is not a Bloch profile of any width), so 1.2 stays the default and "auto" is opt-in.
+# 95th percentile at the 1.4 search limit), so Bloch profiles are the default.
+# 1.2 is the ratio the fit starts from; fit_water_t2 calibrates it per series by default
+# (maps.t2.calibration) and keeps 1.2 unless another ratio fits clearly better: the Siemens
+# calf takes 1.65 (residual 0.0150, muscle B1 p5/50/95 0.84/1.09/1.27, T2 30.9 ms), while
+# MyoQMRI-simulated trains at SNR 50, which 1.2 already fits to the noise level, keep 1.2.
 DEFAULT_REFOCUSING_RATIO = 1.2  # refocusing slice width / excitation slice width
 DEFAULT_SLICE_POSITIONS = 16
 DEFAULT_PULSE_SHAPE = "bloch"  # "bloch" (true flip angles) or "slr" (MyoQMRI-style)

@@ -3,14 +3,18 @@
 `fit_water_t2` fits every voxel with a dictionary of EPG echo trains (slice-selective "2d" or
 non-selective "3d"): water T2 and B1 free, fat T2 fixed (151 ms) or calibrated on
 subcutaneous fat (`fat_t2_ms="auto"`), water and fat amplitudes solved linearly (variable
-projection, see `projection`). The background noise floor is measured and taken out before
-fitting (see `noise`). `model="mono"` fits exp(-TE/T2); a fat-suppressed series gets a
+projection, see `projection` and `fitting`). The 2d slice profile (refocusing/excitation width
+ratio, or 3d where the headers do not say) is calibrated per series and changed only when
+another model fits clearly better (`calibration`). The background noise floor is measured and
+taken out before fitting (`noise`). Optionally B1 is smoothed in plane and water T2 refitted
+with it (`b1map`). The search runs in numpy, or in torch on a CUDA GPU (`device`,
+`torch_fit`). `model="mono"` fits exp(-TE/T2); a fat-suppressed series gets a
 single-component water fit with B1. Work proceeds in slabs of slices, so memory stays
 bounded whatever the volume size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +25,23 @@ from ...io.echo_times import require_uniform_spacing
 from ...io.nifti import write_volume
 from ...progress import Progress
 from ...volume import EchoSeries, Volume
-from ..relaxation import FAT_T1_MS, FAT_T2_MS
-from .dictionary import EpgDictionary, SequenceModel, build_dictionary, default_grids, simulate_trains
-from .noise import estimate_noise_power, remove_noise_floor
-from .projection import Projector, amplitudes, fit_compressed, map_chunks, t2_crlb
+from ..relaxation import FAT_T2_MS
+from .b1map import DEFAULT_B1_SMOOTHING_MM, MAX_B1_DEVIATION, b1_fixed_acceptable, smooth_b1
+from .calibration import (REFOCUSING_RATIO_CANDIDATES, calibrate_refocusing_ratio, calibrate_slice_profile,
+                          calibration_voxels)
+from .device import resolve_device
+from .dictionary import SequenceModel, build_dictionary, simulate_trains
+from .fitting import epg_projector, fit_signals, projector_from
+from .noise import estimate_noise_power
+from .projection import Projector
 
-__all__ = ["T2Maps", "fit_water_t2", "fit_signals", "SequenceModel", "build_dictionary", "mask_on_grid",
-           "calibrate_refocusing_ratio", "calibration_voxels"]
+__all__ = ["T2Maps", "fit_water_t2", "fit_signals", "epg_projector", "SequenceModel", "build_dictionary",
+           "mask_on_grid", "calibrate_refocusing_ratio", "calibrate_slice_profile", "calibration_voxels",
+           "REFOCUSING_RATIO_CANDIDATES"]
 
 SLAB_VOXELS = 262144
 MONO_T2_RANGE_MS = (5.0, 1000.0)
 FAT_T2_CANDIDATES_MS = np.arange(96.0, 305.0, 8.0)
-# refocusing / excitation slice-width ratios tried by the 2d calibration (each dictionary is
-# cached on disk, so only a refined ratio off this list is ever simulated again)
-REFOCUSING_RATIO_CANDIDATES = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0)
-REFOCUSING_RATIO_STEP = 0.05   # the refined ratio is rounded to this, so its dictionary is reused
-SIGNIFICANT_Z = 3.0            # a ratio replaces the default only if it fits significantly better
-
 OUTPUT_FILES = {"water_t2_ms": "t2w.nii.gz", "ff_percent": "ffmese.nii.gz", "b1": "b1.nii.gz",
                 "residual": "residual.nii.gz", "t2_crlb_ms": "t2w_crlb.nii.gz"}
 
@@ -67,15 +71,21 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
                  profile: str | None = None, fat_t2_ms: float | str = FAT_T2_MS,
                  fat_suppressed: bool | None = None, drop_first_echo: bool = False,
                  noise_power: float | None = None,
-                 refocusing_width_ratio: float | str = SequenceModel.refocusing_width_ratio,
+                 refocusing_width_ratio: float | str = "auto",
                  pulse_shape: str = SequenceModel.pulse_shape,
+                 b1_smoothing_mm: float | None = DEFAULT_B1_SMOOTHING_MM, device: str = "auto",
                  slab_voxels: int = SLAB_VOXELS, source: str | None = None) -> T2Maps:
     """Fit water T2 (ms), FF (%), B1 and fit-quality maps for a magnitude MESE series.
 
-    profile: "2d" (slice-selective) or "3d"; None takes it from metadata MRAcquisitionType.
+    profile: "2d" (slice-selective) or "3d"; None takes it from metadata MRAcquisitionType, and
+    where the metadata do not say, lets the calibration choose 3d when it fits clearly better.
     noise_power: mean squared background magnitude; None estimates it from the background.
-    refocusing_width_ratio: 2d model refocusing / excitation slice width, or "auto" to calibrate
-    it on this series' bright low-fat voxels (see `calibrate_refocusing_ratio`).
+    refocusing_width_ratio: 2d model refocusing / excitation slice width, or "auto" (default):
+    calibrated on this series' bright low-fat voxels, kept at 1.2 unless another ratio fits
+    clearly better (see `calibration`).
+    b1_smoothing_mm: FWHM of the in-plane smoothing of B1 before water T2 is refitted with B1
+    fixed (see `b1map`); None or 0 reports the voxel-wise B1.
+    device: "auto" (torch on CUDA when available, else numpy), "cpu" or "cuda".
     """
     source = source or (series.metadata.get("source_files") or [None])[0]
     if model not in ("epg", "mono"):
@@ -86,9 +96,11 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
     if not np.all(np.isfinite(array)):
         raise InputError(source, "echo images contain NaN or infinite values")
     te = np.asarray(series.echo_times_ms, dtype=float)
+    profile_known = profile is not None or "MRAcquisitionType" in series.metadata
     profile = _profile(series, profile)
     if fat_suppressed is None:
         fat_suppressed = bool(series.fat_suppressed or series.metadata.get("fat_suppressed"))
+    device = resolve_device(device)
     _check_slices(array, source)
 
     if noise_power is None:
@@ -116,84 +128,25 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
                             pulse_shape=pulse_shape, first_echo_ms=float(te[0]))
         calibration = None
         if auto_ratio and profile == "2d":
-            seq, calibration = _calibrated_sequence(seq, array, fit_mask, noise_power, fat_t2_ms, fat_suppressed)
+            seq, calibration = _calibrated_sequence(seq, array, fit_mask, noise_power, fat_t2_ms, fat_suppressed,
+                                                    allow_3d=not profile_known)
+            profile = seq.profile
         proj, info = _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power)
         info["refocusing_width_ratio"] = seq.refocusing_width_ratio if profile == "2d" else None
         if calibration is not None:
-            info["refocusing_ratio_calibration"] = calibration
+            info["slice_profile_calibration"] = calibration
+    smoothing = float(b1_smoothing_mm or 0.0) if model == "epg" else 0.0
     info.update(model=model, profile=profile if model == "epg" else None, noise_power=noise_power,
                 noise_background_voxels=n_background, fat_suppressed=bool(fat_suppressed),
-                drop_first_echo=bool(first_echo))
+                drop_first_echo=bool(first_echo), device=device,
+                b1_smoothing_fwhm_mm=smoothing if smoothing > 0 else None)
     maps = _fit_volume(proj, array[first_echo:], fit_mask, noise_power, slab_voxels,
-                       fit_b1=model == "epg")
+                       fit_b1=model == "epg", device=device)
+    if smoothing > 0:
+        maps, info["b1_smoothing"] = _refit_smooth_b1(proj, array, fit_mask, noise_power, slab_voxels, maps,
+                                                      series.spacing_mm, smoothing, device)
     return _to_volumes(maps, fit_mask, series, info, measures_ff=proj.has_fat,
                        measures_b1=model == "epg")
-
-
-def fit_signals(proj: Projector, signals: np.ndarray, noise_power: float = 0.0, fit_b1: bool = True) -> dict:
-    """Fit (n, echoes) magnitude trains; returns dict of (n,) arrays (t2, ff, b1, residual, crlb).
-
-    Chunks of voxels are fitted in parallel threads (see `projection.map_chunks`).
-    """
-    n = len(signals)
-    out = {k: np.empty(n, np.float32) for k in ("t2", "ff", "b1", "residual", "crlb", "water", "fat")}
-
-    def fit(start, stop):
-        for key, values in _fit_chunk(proj, signals[start:stop], noise_power, fit_b1).items():
-            out[key][start:stop] = values
-
-    map_chunks(fit, n)
-    return out
-
-
-def _fit_chunk(proj: Projector, signals: np.ndarray, noise_power: float, fit_b1: bool) -> dict:
-    signals = remove_noise_floor(np.asarray(signals, dtype=np.float32), noise_power)
-    scale = np.maximum(signals.max(axis=1), np.float32(1e-20))
-    y_full = signals / scale[:, None]
-    y = proj.compress(y_full)
-    b, t, b_off, t_off, energy = fit_compressed(proj, y)
-    water, fat = amplitudes(proj, y, b, t)
-    t2 = proj.t2_grid_ms[t] * np.exp(t_off * _log_step(proj.t2_grid_ms, t, t_off))
-    b1 = proj.b1_grid[b] + b_off * (proj.b1_grid[1] - proj.b1_grid[0] if proj.b1_grid.size > 1 else 0.0)
-    total = water + fat
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ff = np.where(total > 0, 100.0 * fat / total, np.nan)
-        norm2 = np.einsum("ne,ne->n", y_full, y_full)
-        residual = np.sqrt(np.maximum(norm2 - energy, 0) / np.maximum(norm2, 1e-20))
-    sigma = np.sqrt(noise_power / 2.0) / scale if noise_power > 0 else np.zeros_like(scale)
-    crlb = t2_crlb(proj, b, t, water, fat, sigma, fit_b1)
-    t2 = np.where(total > 0, t2, np.nan)
-    return {"t2": t2.astype(np.float32), "ff": ff.astype(np.float32), "b1": b1.astype(np.float32),
-            "residual": residual.astype(np.float32), "crlb": crlb.astype(np.float32),
-            "water": water * scale, "fat": fat * scale}
-
-
-def epg_projector(seq: SequenceModel, fat_t2_ms: float = FAT_T2_MS, fat_suppressed: bool = False,
-                  t2_grid_ms=None, b1_grid=None) -> Projector:
-    """The fitting projector for a sequence (dictionary from cache or simulated)."""
-    dictionary = build_dictionary(seq, fat_t2_ms, t2_grid_ms, b1_grid)
-    return _projector_from(dictionary, fat_suppressed)
-
-
-def _projector_from(dictionary: EpgDictionary, fat_suppressed: bool) -> Projector:
-    key = (id(dictionary), fat_suppressed)
-    cached = _PROJECTORS.get(key)
-    if cached is None:
-        cached = Projector.from_atoms(dictionary.water, None if fat_suppressed else dictionary.fat,
-                                      dictionary.t2_grid_ms, dictionary.b1_grid)
-        _PROJECTORS[key] = cached
-    return cached
-
-
-_PROJECTORS: dict = {}
-
-
-def _log_step(grid, index, offset):
-    n = grid.size
-    other = np.clip(index + np.where(offset >= 0, 1, -1), 0, n - 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        step = np.abs(np.log(grid[other] / grid[index]))
-    return np.nan_to_num(step)
 
 
 def _profile(series: EchoSeries, profile: str | None) -> str:
@@ -242,7 +195,7 @@ def _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power)
     info: dict = {"fat_t2_ms": None}
     if fat_suppressed:
         dictionary = build_dictionary(seq, FAT_T2_MS)
-        return _projector_from(dictionary, True), info
+        return projector_from(dictionary, True), info
     if isinstance(fat_t2_ms, str):
         if fat_t2_ms != "auto":
             raise InputError("--fat-t2", f"expected a number of ms or 'auto', got {fat_t2_ms!r}")
@@ -251,7 +204,7 @@ def _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power)
     if not 20.0 <= fat_t2_ms <= 1000.0:
         raise InputError("--fat-t2", f"fat T2 {fat_t2_ms} ms is outside 20-1000 ms")
     info["fat_t2_ms"] = fat_t2_ms
-    return _projector_from(build_dictionary(seq, fat_t2_ms), False), info
+    return projector_from(build_dictionary(seq, fat_t2_ms), False), info
 
 
 def calibrate_fat_t2(seq: SequenceModel, array, fit_mask, noise_power, max_voxels: int = 2000):
@@ -268,7 +221,7 @@ def calibrate_fat_t2(seq: SequenceModel, array, fit_mask, noise_power, max_voxel
     if signals.shape[0] > 20 * max_voxels:
         signals = signals[rng.choice(signals.shape[0], 20 * max_voxels, replace=False)]
     dictionary = build_dictionary(seq, FAT_T2_MS)
-    first = fit_signals(_projector_from(dictionary, False), signals, noise_power)
+    first = fit_signals(projector_from(dictionary, False), signals, noise_power)
     strong = signals[:, 0] > np.percentile(signals[:, 0], 50)
     fatty = signals[(first["ff"] >= 80) & strong][:max_voxels]
     if fatty.shape[0] < 50:
@@ -303,81 +256,10 @@ def _auto_ratio(value) -> bool:
     return False
 
 
-def _calibrated_sequence(seq, array, fit_mask, noise_power, fat_t2_ms, fat_suppressed):
+def _calibrated_sequence(seq, array, fit_mask, noise_power, fat_t2_ms, fat_suppressed, allow_3d):
     fat_t2 = FAT_T2_MS if isinstance(fat_t2_ms, str) else float(fat_t2_ms)
     signals = calibration_voxels(seq, array, fit_mask, noise_power, fat_t2)
-    ratio, calibration = calibrate_refocusing_ratio(seq, signals, noise_power, fat_t2, fat_suppressed)
-    return replace(seq, refocusing_width_ratio=ratio), calibration
-
-
-def calibration_voxels(seq: SequenceModel, array, fit_mask, noise_power, fat_t2_ms: float = FAT_T2_MS,
-                       max_voxels: int = 5000, max_ff_percent: float = 10.0) -> np.ndarray:
-    """Up to `max_voxels` bright, low-fat echo trains (n, echoes), picked deterministically.
-
-    Bright: first echo above the median of the fit mask (high SNR, no partial volume with
-    background). Low fat: FF below `max_ff_percent` in a first fit with `seq` as given, so the
-    water train shape, which the slice profile shapes, dominates the residual.
-    """
-    signals = array[:, fit_mask].T
-    signals = signals[signals[:, 0] > np.median(signals[:, 0])]
-    rng = np.random.default_rng(0)
-    if signals.shape[0] > 4 * max_voxels:
-        signals = signals[np.sort(rng.choice(signals.shape[0], 4 * max_voxels, replace=False))]
-    first = fit_signals(_projector_from(build_dictionary(seq, fat_t2_ms), False), signals, noise_power)
-    return signals[first["ff"] < max_ff_percent][:max_voxels]
-
-
-def calibrate_refocusing_ratio(seq: SequenceModel, signals, noise_power: float, fat_t2_ms: float = FAT_T2_MS,
-                               fat_suppressed: bool = False, candidates=REFOCUSING_RATIO_CANDIDATES):
-    """The 2d model's refocusing/excitation slice-width ratio that best explains `signals`.
-
-    The scanner's refocusing slice is often wider than the excitation slice, by an amount
-    that depends on vendor and protocol; a wrong ratio is absorbed as a wrong B1 (and T2).
-    Each candidate ratio fits the voxels (water T2, B1, fat free); the candidate with the
-    least median normalised residual wins, refined by a parabola in log(residual) over
-    log(ratio) through it and its neighbours, rounded to REFOCUSING_RATIO_STEP, provided it
-    beats seq's ratio significantly (paired z < -SIGNIFICANT_Z on squared residuals). Returns
-    (ratio, calibration dict with the residual curve). Fewer than 200 voxels: seq's ratio.
-    """
-    signals = np.asarray(signals, dtype=np.float32)
-    if signals.shape[0] < 200:
-        return seq.refocusing_width_ratio, {
-            "ratio": seq.refocusing_width_ratio, "voxels": int(signals.shape[0]),
-            "note": f"too few bright low-fat voxels ({signals.shape[0]}); default ratio used"}
-    default = float(seq.refocusing_width_ratio)
-    ratios = np.unique(np.append(np.asarray(candidates, dtype=float), default))
-    per_voxel = np.stack([_residuals(replace(seq, refocusing_width_ratio=float(r)), signals, noise_power,
-                                     fat_t2_ms, fat_suppressed) for r in ratios])
-    residuals = np.nanmedian(per_voxel, axis=1)
-    best = int(np.argmin(residuals))
-    z = _paired_z(per_voxel[best], per_voxel[int(np.flatnonzero(ratios == default)[0])])
-    ratio = float(ratios[best])
-    if z > -SIGNIFICANT_Z:
-        # noise-dominated trains cannot tell the ratios apart: keep the default rather than
-        # follow the noise to a neighbour
-        ratio = default
-    elif 0 < best < ratios.size - 1:
-        x, y = np.log(ratios[best - 1:best + 2]), np.log(residuals[best - 1:best + 2])
-        a, b, _ = np.polyfit(x, y, 2)
-        if a > 0:
-            ratio = float(np.exp(np.clip(-b / (2 * a), x[0], x[2])))
-    ratio = round(round(ratio / REFOCUSING_RATIO_STEP) * REFOCUSING_RATIO_STEP, 4)
-    return ratio, {"ratio": ratio, "voxels": int(signals.shape[0]), "candidates": ratios.tolist(),
-                   "median_residual": [float(r) for r in residuals], "z_best_vs_default": float(z),
-                   "note": "least median normalised residual over bright low-fat voxels"}
-
-
-def _residuals(seq, signals, noise_power, fat_t2_ms, fat_suppressed) -> np.ndarray:
-    proj = _projector_from(build_dictionary(seq, fat_t2_ms), fat_suppressed)
-    return fit_signals(proj, signals, noise_power)["residual"].astype(float)
-
-
-def _paired_z(candidate, default) -> float:
-    """z score of the mean per-voxel change in squared residual (negative: candidate fits better)."""
-    d = np.square(candidate) - np.square(default)
-    d = d[np.isfinite(d)]
-    sd = float(np.std(d))
-    return 0.0 if d.size < 2 or sd == 0 else float(np.mean(d) / (sd / np.sqrt(d.size)))
+    return calibrate_slice_profile(seq, signals, noise_power, fat_t2, fat_suppressed, allow_3d=allow_3d)
 
 
 def _mono_projector(te_ms):
@@ -388,12 +270,14 @@ def _mono_projector(te_ms):
     return Projector.from_atoms(trains, None, grid, np.array([1.0])), {"fat_t2_ms": None}
 
 
-def _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1):
+def _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1, device="cpu", b1=None,
+                label="water T2 fit"):
+    """Fit every voxel of fit_mask, slab by slab; b1 (a map on the grid) fixes B1 per voxel."""
     n_z = array.shape[1]
     out = {k: np.zeros(fit_mask.shape, np.float32) for k in ("t2", "ff", "b1", "residual", "crlb")}
     counts = fit_mask.reshape(n_z, -1).sum(axis=1)
     z = 0
-    with Progress(int(counts.sum()), "water T2 fit", unit="voxel") as progress:
+    with Progress(int(counts.sum()), label, unit="voxel") as progress:
         while z < n_z:  # slabs of whole slices holding about slab_voxels voxels to fit
             z_end = z + 1
             while z_end < n_z and counts[z:z_end + 1].sum() <= slab_voxels:
@@ -401,12 +285,35 @@ def _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1):
             slab_mask = fit_mask[z:z_end]
             if slab_mask.any():
                 signals = array[:, z:z_end][:, slab_mask].T
-                fitted = fit_signals(proj, signals, noise_power, fit_b1)
+                fixed = None if b1 is None else b1[z:z_end][slab_mask]
+                fitted = fit_signals(proj, signals, noise_power, fit_b1, b1=fixed, device=device)
                 for key in out:
                     out[key][z:z_end][slab_mask] = fitted[key]
                 progress.update(int(slab_mask.sum()))
             z = z_end
     return out
+
+
+def _refit_smooth_b1(proj, array, fit_mask, noise_power, slab_voxels, maps, spacing_mm, fwhm_mm, device):
+    """Refit water T2 with B1 fixed at its smoothed map, voxel by voxel where the data allow it.
+
+    A voxel keeps its free-B1 fit where fixing B1 worsens the fit significantly (an F test of
+    the nested models at the 1 % level, residual variance from the free fit, so model misfit
+    does not count as a rejection): there the smooth map does not describe its B1 (a sharp
+    transmit-field change, or simulated voxels with independent B1).
+    """
+    smooth, deviation = smooth_b1(maps["b1"], fit_mask, maps["ff"], spacing_mm, fwhm_mm)
+    info = {"fwhm_mm": fwhm_mm, "median_abs_deviation": deviation, "voxels": int(fit_mask.sum())}
+    if deviation > MAX_B1_DEVIATION:
+        return maps, {**info, "voxels_with_smoothed_b1": 0,
+                      "note": f"B1 map not smooth (median deviation {deviation:.3f} > {MAX_B1_DEVIATION}): "
+                              "voxel-wise B1 kept"}
+    fixed = _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1=False, device=device,
+                        b1=smooth, label="water T2 refit with smoothed B1")
+    accept = b1_fixed_acceptable(maps["residual"], fixed["residual"], array.shape[0]) & fit_mask
+    out = {k: np.where(accept, fixed[k], maps[k]) for k in maps}
+    return out, {**info, "voxels_with_smoothed_b1": int(accept.sum()),
+                 "note": "water T2 refitted with the smoothed B1 where an F test (1 %) accepts it"}
 
 
 def _to_volumes(maps, fit_mask, series: EchoSeries, info, measures_ff: bool, measures_b1: bool) -> T2Maps:

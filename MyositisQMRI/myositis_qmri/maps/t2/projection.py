@@ -140,9 +140,14 @@ def _tables(proj: Projector) -> dict:
     ct = _coarse_indices(n_t, COARSE_T2_STEP)
     tables = {
         "u": proj.u.reshape(-1, k), "u_norm": proj.u_norm.ravel(), "g": proj.g.ravel(),
-        "w_norm": proj.w_norm.ravel(), "cb": cb, "ct": ct,
+        "w_norm": proj.w_norm.ravel(), "cb": cb, "ct": ct, "n_t": n_t,
         "u_coarse_t": np.ascontiguousarray(proj.u[np.ix_(cb, ct)].reshape(-1, k).T),
         "f_hat_t": None if proj.f_hat is None else np.ascontiguousarray(proj.f_hat.T),
+        # float64 copies for the final windows: the sub-grid vertex comes from small score
+        # differences between neighbouring atoms, which float32 rounding would blur
+        "u64": proj.u.reshape(-1, k).astype(np.float64), "u_norm64": proj.u_norm.ravel().astype(np.float64),
+        "g64": proj.g.ravel().astype(np.float64), "w_norm64": proj.w_norm.ravel().astype(np.float64),
+        "f_hat_t64": None if proj.f_hat is None else np.ascontiguousarray(proj.f_hat.T, dtype=np.float64),
     }
     if proj.f_hat is not None:
         tables["coarse_t"], tables["coarse_fat_sign"] = _coarse_table(proj, cb, ct)
@@ -221,7 +226,7 @@ def _coarse_indices(size: int, step: int) -> np.ndarray:
 
 
 def _fit_chunk(proj, tables, y):
-    """Coarse grid for all voxels, then 5x5 windows at halving steps down to the full grid."""
+    """Coarse grid for all voxels, then 3x3 windows at halving steps down to the full grid."""
     m = y.shape[0]
     cb, ct = tables["cb"], tables["ct"]
     cf_all = None if tables["f_hat_t"] is None else y @ tables["f_hat_t"]          # (m, B)
@@ -232,10 +237,13 @@ def _fit_chunk(proj, tables, y):
     while step_b > 1 or step_t > 1:
         step_b, step_t = max(step_b // 2, 1), max(step_t // 2, 1)
         final = step_b == 1 and step_t == 1
+        if final:
+            y = y.astype(np.float64)
+            cf_all = None if cf_all is None else y @ tables["f_hat_t64"]
         todo = np.arange(m)
         for _ in range(6 if final else 3):   # re-centre voxels whose best atom is on the window edge
             bi, ti, b0, t0, win, edge = _window(proj, tables, y, cf_all, todo, b[todo], t[todo],
-                                                step_b, step_t)
+                                                step_b, step_t, precise=final)
             b[todo], t[todo] = b0 + bi * step_b, t0 + ti * step_t
             if final:
                 rows = np.arange(todo.size)
@@ -250,7 +258,8 @@ def _fit_chunk(proj, tables, y):
     return b, t, b_off, t_off, energy
 
 
-def _window(proj, tables, y, cf_all, voxels, centre_b, centre_t, step_b, step_t, half: int = 1):
+def _window(proj, tables, y, cf_all, voxels, centre_b, centre_t, step_b, step_t, half: int = 1,
+            precise: bool = False):
     """Constrained energies on a (2*half+1)^2 window of atoms spaced (step_b, step_t) per voxel.
 
     The window is gathered from the flattened atom table by vectorised indexing. Returns the
@@ -266,14 +275,15 @@ def _window(proj, tables, y, cf_all, voxels, centre_b, centre_t, step_b, step_t,
     atoms = (b_idx[:, :, None] * n_t + t_idx[:, None, :]).reshape(m, -1)          # (m, wb*wt)
     # np.take is several times faster than fancy indexing for these gathers
     yv = np.take(y, voxels, axis=0)
-    cu = np.einsum("mak,mk->ma", np.take(tables["u"], atoms, axis=0), yv)
+    suffix = "64" if precise else ""
+    cu = np.einsum("mak,mk->ma", np.take(tables["u" + suffix], atoms, axis=0), yv)
     if cf_all is None:
         score = np.square(np.maximum(cu, 0))
     else:
         cf = np.take(cf_all, voxels[:, None] * cf_all.shape[1] + b_idx)           # (m, wb)
         cf = np.repeat(cf, wt, axis=1)                                             # (m, wb*wt)
-        score = _energy(cf, cu, np.take(tables["u_norm"], atoms), np.take(tables["g"], atoms),
-                        np.take(tables["w_norm"], atoms))
+        score = _energy(cf, cu, np.take(tables["u_norm" + suffix], atoms), np.take(tables["g" + suffix], atoms),
+                        np.take(tables["w_norm" + suffix], atoms))
     score = score.reshape(m, wb, wt)
     bi, ti = np.divmod(np.argmax(score.reshape(m, -1), axis=1), wt)
     edge = ((ti == 0) & (t0 > 0)) | ((ti == wt - 1) & (t0 + (wt - 1) * step_t < n_t - 1))
@@ -300,7 +310,7 @@ def _energy(cf, cu, u_norm, g, w_norm):
 
 _QX, _QY = np.meshgrid([-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], indexing="ij")   # (b, t) offsets
 _QUAD_PINV = np.linalg.pinv(np.stack([np.ones(9), _QX.ravel(), _QY.ravel(), _QX.ravel() ** 2,
-                                      _QY.ravel() ** 2, (_QX * _QY).ravel()], axis=1)).astype(np.float32)
+                                      _QY.ravel() ** 2, (_QX * _QY).ravel()], axis=1))
 
 
 def _quadratic_vertex(score, rows, bi, ti, b_off, t_off, idx):
@@ -398,3 +408,60 @@ def t2_crlb(proj: Projector, b, t, water, fat, sigma, fit_b1: bool = True):
         v = v - np.einsum("nk,nk->n", v, qi)[:, None] * qi
     with np.errstate(divide="ignore"):
         return (sigma / np.linalg.norm(v, axis=1)).astype(np.float32)
+
+
+def fit_fixed_b1(proj: Projector, y: np.ndarray, b1_index: np.ndarray, chunk: int = 2048):
+    """Best T2 per voxel with B1 fixed at a fractional grid index (n,), same outputs as
+    `fit_compressed`.
+
+    Each voxel is fitted over every T2 atom of the two B1 rows around its B1 (refined by a
+    parabola on each row); the fractional T2 index and the energy are then interpolated
+    linearly between the rows. The T2 grid is log-uniform, so the index is linear in log T2.
+    """
+    n = y.shape[0]
+    n_b, n_t, k = proj.u.shape
+    lo = np.clip(np.floor(b1_index).astype(np.int64), 0, n_b - 1)
+    hi = np.minimum(lo + 1, n_b - 1)
+    weight = (b1_index - lo).astype(np.float32)
+    tau = np.empty(n, np.float32)
+    energy = np.empty(n, np.float32)
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        tau_lo, e_lo = _row_fit(proj, y[part], lo[part])
+        tau_hi, e_hi = _row_fit(proj, y[part], hi[part])
+        w = weight[part]
+        tau[part] = (1 - w) * tau_lo + w * tau_hi
+        energy[part] = (1 - w) * e_lo + w * e_hi
+    b = np.where(weight >= 0.5, hi, lo)
+    t = np.clip(np.rint(tau).astype(np.int64), 0, n_t - 1)
+    return b, t, (b1_index - b).astype(np.float32), (tau - t).astype(np.float32), energy
+
+
+def _row_fit(proj: Projector, y: np.ndarray, rows: np.ndarray):
+    """Fractional T2 index (parabola-refined) and energy of the best atom on each voxel's B1 row.
+
+    The row is scanned in float32; the best atom and its two neighbours are rescored in float64
+    for the parabola (see the float64 tables in `_tables`).
+    """
+    m = y.shape[0]
+    tables = _tables(proj)
+    n_t = proj.u.shape[1]
+    best = np.argmax(_row_scores(tables, y, rows[:, None] * n_t + np.arange(n_t)[None, :], ""), axis=1)
+    near = np.clip(best[:, None] + np.arange(-1, 2)[None, :], 0, n_t - 1)
+    score = _row_scores(tables, y.astype(np.float64), rows[:, None] * n_t + near, "64")   # (m, 3)
+    r = np.arange(m)
+    centre = np.where(best == 0, 0, np.where(best == n_t - 1, 2, 1))
+    offset = _parabola(score[:, None, :], r, np.zeros(m, np.int64), centre, axis=2)
+    offset = np.where((best == 0) | (best == n_t - 1), 0.0, offset)
+    return best + offset, score[r, centre]
+
+
+def _row_scores(tables, y, atoms, suffix):
+    """Constrained energies of voxels y (m, K) at atoms (m, a) of the flattened table."""
+    cu = np.einsum("mak,mk->ma", np.take(tables["u" + suffix], atoms, axis=0), y)
+    if tables["f_hat_t"] is None:
+        return np.square(np.maximum(cu, 0))
+    rows = atoms[:, 0] // tables["n_t"]
+    cf = np.einsum("mk,mk->m", np.take(tables["f_hat_t" + suffix].T, rows, axis=0), y)[:, None]
+    return _energy(np.broadcast_to(cf, cu.shape), cu, np.take(tables["u_norm" + suffix], atoms),
+                   np.take(tables["g" + suffix], atoms), np.take(tables["w_norm" + suffix], atoms))
