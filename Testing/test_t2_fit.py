@@ -54,9 +54,13 @@ def test_rician_noise_snr50_bias(profile, b1_max):
     if profile == "3d":   # the issue's bound on the mean over the whole range (T2, FF 0-60 %, B1)
         assert abs(np.mean(fit["t2"] - t2)) <= 0.5
     else:
-        # 2d: at FF 40-60 % the maximum-likelihood T2 is right-skewed (as with Gaussian noise,
-        # so not a noise-floor effect); the mean over the whole range is about +0.8 ms
-        assert abs(np.mean(fit["t2"] - t2)) <= 1.0
+        # 2d, B1 free per voxel: the exact maximum-likelihood estimate (brute force on a 4x finer
+        # grid) itself has a mean bias of +0.63 ms here, median -0.08: at FF 40-60 % water T2 is
+        # right-skewed (as much with Gaussian noise, so not the noise floor) and the B1 > 1
+        # branch of the slice-selective model is nearly flat. The search reaches +0.68 ms; with
+        # B1 known (smoothed over a smooth field) the bias is within 0.5 ms, see
+        # test_smoothed_b1_refit_on_a_smooth_field.
+        assert abs(np.mean(fit["t2"] - t2)) <= 0.8
     assert abs(np.mean(fit["ff"] - 100 * ff)) <= 2.0
     assert abs(np.mean(fit["b1"] - b1)) <= 0.03
     # the Cramer-Rao bound tracks the observed spread (same order of magnitude)
@@ -191,20 +195,23 @@ def test_bad_input_errors():
 
 
 def test_real_calf_mese(shared_data, tmp_path):
-    """Real Siemens calf MESE: muscle T2 physiological, B1 smooth, subcutaneous fat read as fat."""
+    """Real Siemens calf MESE with default settings: the slice profile is calibrated (the
+    1.2 ratio would put the muscle B1 95th percentile at the 1.4 search limit), muscle T2 is
+    physiological, B1 smooth and within 0.5-1.3, subcutaneous fat read as fat."""
     from myositis_qmri.cli import main
+    import json
     folder = shared_data / "mese_calf_siemens_enhanced"
     if not folder.exists():
         pytest.skip("calf MESE not available")
     assert main(["t2", str(folder), "--out", str(tmp_path)]) == 0
     import SimpleITK as sitk
     read = lambda name: sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name)))
-    t2, ff, b1 = read("t2w.nii.gz"), read("ffmese.nii.gz"), read("b1.nii.gz")
+    t2, ff, b1, residual = read("t2w.nii.gz"), read("ffmese.nii.gz"), read("b1.nii.gz"), read("residual.nii.gz")
     fitted = t2 > 0
     muscle = fitted & (ff < 10)
     assert muscle.sum() > 10000
     assert 25 <= np.median(t2[muscle]) <= 45
-    assert 0.5 <= np.median(b1[muscle]) <= 1.3
+    assert 0.5 <= np.percentile(b1[muscle], 5) and np.percentile(b1[muscle], 95) <= 1.3
     # B1 is smooth: neighbouring muscle voxels rarely differ by more than 0.1
     both = muscle[:, :, 1:] & muscle[:, :, :-1]
     assert np.median(np.abs(np.diff(b1, axis=2))[both]) < 0.05
@@ -213,6 +220,17 @@ def test_real_calf_mese(shared_data, tmp_path):
     last = load_echo_series(folder).array[-1]
     brightest = fitted & (last >= np.percentile(last[fitted], 97))
     assert np.median(ff[brightest]) > 50
+    info = json.loads((tmp_path / "t2_fit.json").read_text())
+    calibration = info["slice_profile_calibration"]
+    assert info["profile"] == "2d"      # the headers say 2D: no 3d candidate
+    assert info["refocusing_width_ratio"] == calibration["ratio"] > 1.2
+    assert calibration["median_chi2_gain"] > 3.84
+    # the calibrated profile explains the trains better than the fixed 1.2 ratio
+    fixed = tmp_path / "fixed"
+    assert main(["t2", str(folder), "--out", str(fixed), "--refocusing-ratio", "1.2"]) == 0
+    fixed_residual = sitk.GetArrayFromImage(sitk.ReadImage(str(fixed / "residual.nii.gz")))
+    assert np.median(residual[muscle]) < 0.9 * np.median(fixed_residual[muscle])
+    assert "slice_profile_calibration" not in json.loads((fixed / "t2_fit.json").read_text())
 
 
 @pytest.mark.parametrize("true_ratio", [1.2, 2.0])
@@ -236,24 +254,132 @@ def test_refocusing_ratio_calibration_finds_the_simulated_ratio(true_ratio):
     assert abs(np.median(fit["b1"] - b1)) <= 0.03
 
 
-def test_real_calf_mese_auto_refocusing_ratio(shared_data, tmp_path):
-    """Per-series slice-profile calibration on the real calf: muscle B1 stays within 0.5-1.3
-    up to its 95th percentile (the fixed 1.2 ratio reaches the 1.4 search limit there)."""
-    from myositis_qmri.cli import main
-    import json
-    folder = shared_data / "mese_calf_siemens_enhanced"
-    if not folder.exists():
-        pytest.skip("calf MESE not available")
-    assert main(["t2", str(folder), "--out", str(tmp_path), "--refocusing-ratio", "auto"]) == 0
-    import SimpleITK as sitk
-    read = lambda name: sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name)))
-    t2, ff, b1, residual = read("t2w.nii.gz"), read("ffmese.nii.gz"), read("b1.nii.gz"), read("residual.nii.gz")
-    muscle = (t2 > 0) & (ff < 10)
-    assert muscle.sum() > 10000
-    assert 25 <= np.median(t2[muscle]) <= 45
-    assert 0.5 <= np.percentile(b1[muscle], 5) and np.percentile(b1[muscle], 95) <= 1.3
-    assert np.median(residual[muscle]) < 0.018      # the fixed 1.2 ratio gives 0.0201
-    info = json.loads((tmp_path / "t2_fit.json").read_text())
-    calibration = info["refocusing_ratio_calibration"]
-    assert info["refocusing_width_ratio"] == calibration["ratio"] > 1.2
-    assert min(calibration["median_residual"]) < calibration["median_residual"][1]
+def _slice_series(trains, mask_shape=(40, 40), snr=50, seed=7, spacing=(2.0, 2.0, 5.0), metadata=None):
+    """One slice whose first len(trains) voxels (C order) hold the trains, Rician noise at `snr`."""
+    rng = np.random.default_rng(seed)
+    n = len(trains)
+    noisy, noise_power = _rician(trains, snr, rng)
+    array = np.zeros((trains.shape[1], 1) + mask_shape, np.float32)
+    array.reshape(trains.shape[1], -1)[:, :n] = 1000 * noisy.T
+    mask = np.zeros((1,) + mask_shape, np.uint8)
+    mask.reshape(-1)[:n] = 1
+    series = EchoSeries(array, TE_MS, spacing, (0.0, 0.0, 0.0), metadata=metadata or {})
+    return series, Volume(mask, spacing, (0.0, 0.0, 0.0)), noise_power * 1e6
+
+
+@pytest.mark.parametrize("source", ["ideal", "2d"])
+def test_slice_profile_choice_without_headers(source):
+    """A 4-D image without acquisition headers: ideal-180 trains (closed form) are recognised
+    as non-selective and fitted with the 3d model (the 2d default would read T2 about 12 ms
+    short); trains from the default 2d model keep it."""
+    rng = np.random.default_rng(8)
+    n = 1600
+    t2, ff = rng.uniform(20, 60, n), rng.uniform(0, 0.3, n)
+    if source == "ideal":
+        te = np.asarray(TE_MS)
+        trains = (1 - ff)[:, None] * np.exp(-te / t2[:, None]) + ff[:, None] * np.exp(-te / FAT_T2_MS)
+    else:
+        seq = SequenceModel(17, 10.0, "2d")
+        b1 = rng.uniform(0.7, 1.1, n)
+        trains = (1 - ff)[:, None] * simulate_trains(seq, t2, b1, WATER_T1_MS) + \
+            ff[:, None] * simulate_trains(seq, FAT_T2_MS, b1, FAT_T1_MS)
+    series, mask, noise_power = _slice_series(trains)
+    maps = fit_water_t2(series, mask=mask, noise_power=noise_power)
+    inside = mask.array > 0
+    error = maps.water_t2_ms.array[inside] - t2
+    calibration = maps.info["slice_profile_calibration"]
+    assert "3d" in calibration["candidates"]
+    if source == "ideal":
+        assert maps.info["profile"] == "3d" and calibration["median_chi2_gain"] > 3.84
+    else:
+        assert maps.info["profile"] == "2d" and maps.info["refocusing_width_ratio"] == 1.2
+    assert abs(np.median(error)) <= 0.5
+    # headers that say 2D keep the slice-selective model family
+    stated = fit_water_t2(series.replace(metadata={"MRAcquisitionType": "2D"}), mask=mask, noise_power=noise_power)
+    assert stated.info["profile"] == "2d"
+    assert "3d" not in stated.info["slice_profile_calibration"]["candidates"]
+
+
+def test_fixed_b1_fit_recovers_t2():
+    """B1 given per voxel (between grid rows): noise-free trains give back T2 and FF."""
+    rng = np.random.default_rng(9)
+    seq, t2, ff, b1, signals = _voxels("2d", 2000, rng, 1.2)
+    fit = fit_signals(epg_projector(seq), signals, fit_b1=False, b1=b1)
+    assert np.percentile(np.abs(fit["t2"] - t2), 95) < 0.3
+    assert abs(np.mean(fit["ff"] - 100 * ff)) < 0.2
+    assert np.max(np.abs(fit["b1"] - b1)) < 1e-4
+
+
+def _smooth_field_slice(b1_field: bool, n_side=80, seed=10):
+    rng = np.random.default_rng(seed)
+    n = n_side * n_side
+    seq = SequenceModel(17, 10.0, "2d")
+    t2, ff = rng.uniform(20, 60, n), rng.uniform(0, 0.6, n)
+    if b1_field:   # a smooth transmit field from 0.6 to 1.2 across the slice
+        yy, xx = np.mgrid[0:n_side, 0:n_side] / n_side
+        b1 = (0.9 + 0.3 * np.sin(2 * xx + 1) * np.cos(1.5 * yy)).ravel()
+    else:
+        b1 = rng.uniform(0.6, 1.2, n)
+    trains = (1 - ff)[:, None] * simulate_trains(seq, t2, b1, WATER_T1_MS) + \
+        ff[:, None] * simulate_trains(seq, FAT_T2_MS, b1, FAT_T1_MS)
+    series, mask, noise_power = _slice_series(trains, (n_side, n_side), seed=seed,
+                                              metadata={"MRAcquisitionType": "2D"})
+    return series, mask, noise_power, t2, b1
+
+
+def test_smoothed_b1_refit_on_a_smooth_field():
+    """2d, SNR 50, FF 0-60 %, B1 a smooth field: refitting water T2 with the smoothed B1 brings
+    the mean T2 bias within 0.5 ms and B1 closer to the truth than the voxel-wise fit."""
+    series, mask, noise_power, t2, b1 = _smooth_field_slice(True)
+    inside = mask.array > 0
+    free = fit_water_t2(series, mask=mask, noise_power=noise_power, refocusing_width_ratio=1.2)
+    smooth = fit_water_t2(series, mask=mask, noise_power=noise_power, refocusing_width_ratio=1.2,
+                          b1_smoothing_mm=20)
+    info = smooth.info["b1_smoothing"]
+    assert info["voxels_with_smoothed_b1"] > 0.8 * inside.sum()
+    error = smooth.water_t2_ms.array[inside] - t2
+    assert abs(np.mean(error)) <= 0.5
+    assert np.std(error) < np.std(free.water_t2_ms.array[inside] - t2)
+    rms = lambda maps: np.sqrt(np.mean(np.square(maps.b1.array[inside] - b1)))
+    assert rms(smooth) < 0.5 * rms(free)
+
+
+def test_smoothed_b1_is_skipped_for_independent_voxels():
+    """Voxels with independent random B1 (as in a simulated test set): the fitted B1 map is far
+    from smooth, so the smoothing is skipped and the voxel-wise fit is reported unchanged."""
+    series, mask, noise_power, t2, b1 = _smooth_field_slice(False)
+    free = fit_water_t2(series, mask=mask, noise_power=noise_power, refocusing_width_ratio=1.2)
+    smooth = fit_water_t2(series, mask=mask, noise_power=noise_power, refocusing_width_ratio=1.2,
+                          b1_smoothing_mm=20)
+    assert smooth.info["b1_smoothing"]["voxels_with_smoothed_b1"] == 0
+    assert smooth.info["b1_smoothing"]["median_abs_deviation"] > 0.08
+    assert np.array_equal(smooth.water_t2_ms.array, free.water_t2_ms.array)
+
+
+@pytest.mark.parametrize("profile,b1_max", [("3d", 1.0), ("2d", 1.2)])
+def test_torch_search_matches_numpy(profile, b1_max):
+    """The torch path (run here on the CPU) picks the same atoms and sub-grid offsets as numpy,
+    for B1 searched and B1 fixed; only float near-ties may differ."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    seq, t2, ff, b1, signals = _voxels(profile, 4000, rng, b1_max)
+    noisy, noise_power = _rician(signals, 50, rng)
+    proj = epg_projector(seq)
+    for options in ({}, {"fit_b1": False, "b1": b1}):
+        numpy_fit = fit_signals(proj, noisy, noise_power, **options)
+        torch_fit = fit_signals(proj, noisy, noise_power, device="torch-cpu", **options)
+        for key in ("t2", "ff", "b1", "residual", "crlb"):
+            same = np.isclose(numpy_fit[key], torch_fit[key], rtol=1e-5, atol=1e-5, equal_nan=True)
+            assert same.mean() > 0.98, key
+        assert abs(np.mean(numpy_fit["t2"] - torch_fit["t2"])) < 0.01
+
+
+def test_device_choice():
+    from myositis_qmri.maps.t2.device import cuda_available, resolve_device
+    assert resolve_device("auto") == ("cuda" if cuda_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(InputError, match="device"):
+        resolve_device("tpu")
+    if not cuda_available():
+        with pytest.raises(InputError, match="no CUDA"):
+            resolve_device("cuda")
