@@ -31,6 +31,7 @@ MIN_CHI2_GAIN = 3.84           # median per-voxel chi-square gain: chi2(1 dof) a
 MIN_RELATIVE_GAIN = 0.1        # without a noise estimate: median residual energy must drop 10 %
 MIN_VOXELS = 200
 MIN_CALIBRATION_SNR = 20.0
+MAX_CANDIDATE_VOXELS = 100_000   # mask voxels looked at (a fixed-seed subsample beyond this)
 CALIBRATION_T2_RATIO = 1.04
 CALIBRATION_B1_STEP = 0.02
 
@@ -45,13 +46,17 @@ def calibration_voxels(seq: SequenceModel, array, fit_mask, noise_power, fat_t2_
     `max_ff_percent` in a first fit with `seq` as given, so the water train shape, which the
     slice profile shapes, dominates the residual.
     """
-    signals = array[:, fit_mask].T
+    rng = np.random.default_rng(0)
+    # a fixed-seed subsample of the mask before gathering, so a large volume is never copied
+    voxels = np.flatnonzero(fit_mask)
+    if voxels.size > MAX_CANDIDATE_VOXELS:
+        voxels = np.sort(rng.choice(voxels, MAX_CANDIDATE_VOXELS, replace=False))
+    signals = np.asarray(array[(slice(None),) + np.unravel_index(voxels, fit_mask.shape)]).T
     first_echo = signals[:, 0]
     threshold = 0.2 * np.median(first_echo)
     if noise_power > 0:
         threshold = max(threshold, MIN_CALIBRATION_SNR * np.sqrt(noise_power / 2.0))
     signals = signals[first_echo > threshold]
-    rng = np.random.default_rng(0)
     if signals.shape[0] > 4 * max_voxels:
         signals = signals[np.sort(rng.choice(signals.shape[0], 4 * max_voxels, replace=False))]
     proj = _calibration_projector(seq, fat_t2_ms, False)
