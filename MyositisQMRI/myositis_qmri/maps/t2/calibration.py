@@ -113,7 +113,9 @@ def calibrate_slice_profile(seq: SequenceModel, signals, noise_power: float, fat
     if chosen.profile == "2d":
         ratio = round(round(chosen.refocusing_width_ratio / REFOCUSING_RATIO_STEP) * REFOCUSING_RATIO_STEP, 4)
         chosen = replace(chosen, refocusing_width_ratio=ratio)
-    note = (f"{labels[best]} fits clearly better than the default ratio {default:g}" if wins else
+    chosen_label = f"2d ratio {chosen.refocusing_width_ratio:g}" if chosen.profile == "2d" else "3d"
+    note = (f"{labels[best]} fits clearly better than the default ratio {default:g}; {chosen_label} used"
+            if wins else
             f"default ratio {default:g} kept: no candidate fits clearly better "
             f"(best {labels[best]}, paired z {z:.1f}, {measure})")
     return chosen, {"ratio": chosen.refocusing_width_ratio if chosen.profile == "2d" else None,
