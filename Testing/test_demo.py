@@ -63,10 +63,6 @@ def test_demo_ends_with_report_and_water_t2_matches_truth(demo_result):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 5: the 2.3 mm segmentation model includes sub-resolution intermuscular fat septa at "
-    "muscle borders; mean FF is +1.8 to +5.5 points in 10 of 22 muscles (FF medians within 0.1); "
-    "fat grades match, but biceps femoris short head R sits 1.1 points below the 10 % edge"))
 def test_demo_mean_ff_and_fat_grades_match_truth(demo_result):
     html, report, truth = demo_result
     config = scoring.load_scoring()
