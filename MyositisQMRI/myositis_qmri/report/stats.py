@@ -94,7 +94,7 @@ def erosion_on_map(erosion_voxels: int, mask_mm: float, map_volume: Volume) -> i
     return int(erosion_voxels) * max(1, int(math.floor(ratio + 0.5)))
 
 
-MIN_ERODED_FRACTION = 0.25   # a muscle that erosion thins below this keeps its whole mask
+MIN_ERODED_FRACTION = 0.25   # erosion never leaves less than this fraction of a muscle (it erodes less)
 
 
 def _measurement_mask(mask: np.ndarray, erosion_voxels: int) -> tuple[np.ndarray, int]:
