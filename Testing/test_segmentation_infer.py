@@ -110,3 +110,35 @@ def test_segment_command_writes_outputs_in_input_geometry(tmp_path, exam):
     assert labels.geometry.same_grid(exam.t1w.geometry, tol_mm=1e-3)
     assert (tmp_path / "seg" / "muscles.seg.nrrd").exists() and (tmp_path / "seg" / "labels.json").exists()
     assert main(["segment", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_test_time_augmentation_undoes_its_shifts():
+    """A translation-equivariant network gives the same probabilities with and without the
+    shifted passes (rolls are undone exactly); a position-dependent one does not."""
+    import torch
+    from myositis_qmri.segmentation.infer import TTA_SHIFTS_PX, _leg_probabilities
+    crop = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    equivariant = torch.nn.Conv2d(1, 3, 3, padding=1, padding_mode="circular")
+    plain = _leg_probabilities(equivariant, crop, None)
+    shifted = _leg_probabilities(equivariant, crop, None, TTA_SHIFTS_PX)
+    np.testing.assert_allclose(shifted, plain, atol=1e-5)
+
+    class PositionBias(torch.nn.Module):
+        def forward(self, x):
+            ramp = torch.linspace(0, 5, x.shape[-1])
+            return torch.cat([x * 0, x * 0 + ramp], 1)
+    plain = _leg_probabilities(PositionBias(), crop, None)
+    shifted = _leg_probabilities(PositionBias(), crop, None, TTA_SHIFTS_PX)
+    assert np.abs(shifted - plain).max() > 1e-3
+
+
+def test_test_time_augmentation_is_recorded_and_no_worse(exam, segmented, tmp_path):
+    truth = exam.muscle_labels.array
+    single = segment_muscles(exam.t1w, test_time_augmentation=False)
+    assert segmented.metadata["test_time_augmentation"] is True
+    assert single.metadata["test_time_augmentation"] is False
+    with_tta = np.nanmean(list(dice_per_label(segmented.array, truth, range(1, 23)).values()))
+    without = np.nanmean(list(dice_per_label(single.array, truth, range(1, 23)).values()))
+    assert with_tta >= without - 0.01
+    paths = write_segmentation(segmented, tmp_path)
+    assert json.loads(paths["sidecar"].read_text())["test_time_augmentation"] is True

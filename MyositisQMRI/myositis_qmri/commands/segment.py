@@ -9,6 +9,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--no-tta", dest="tta", action="store_false",
+                        help="one network pass per slice instead of five shifted ones (faster, "
+                             "about 0.03 lower Dice)")
 
 
 def main(args) -> int:
@@ -19,7 +22,7 @@ def main(args) -> int:
     # DICOM folder/file or NIfTI/NRRD; a multi-echo series gives its first echo.
     image = load_volume(args.image)
     step(f"segmenting {args.image}")
-    labels = segment_muscles(image, args.model, device=args.device)
+    labels = segment_muscles(image, args.model, device=args.device, test_time_augmentation=args.tta)
     paths = write_segmentation(labels, args.out)
     for path in paths.values():
         print(path)

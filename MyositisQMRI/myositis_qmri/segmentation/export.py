@@ -16,7 +16,7 @@ from ..volume import Volume
 from . import labels as schema
 
 
-SIDECAR_KEYS = ("source", "model", "model_version", "resolution_mm")
+SIDECAR_KEYS = ("source", "model", "model_version", "resolution_mm", "test_time_augmentation")
 
 
 def labels_json() -> dict:

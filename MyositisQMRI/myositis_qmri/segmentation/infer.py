@@ -58,15 +58,26 @@ def body_mask(array_zyx: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _leg_probabilities(network, crop_zyx: np.ndarray, device) -> np.ndarray:
+# Test-time augmentation: the crop shifted by 3 model pixels (about 7 mm) in each direction and
+# the probabilities averaged. On held-out label maps rendered as volumes (benchmarks/
+# segmentation_volumes.py) this raised mean Dice from 0.835 to 0.862 at 5x the network time;
+# centring each slice's crop instead gave nothing (0.837), so the gain is the averaging.
+TTA_SHIFTS_PX = ((0, 0), (3, 0), (-3, 0), (0, 3), (0, -3))
+
+
+def _leg_probabilities(network, crop_zyx: np.ndarray, device, shifts=((0, 0),)) -> np.ndarray:
+    """Softmax (class, z, y, x) of one leg's crop, averaged over the in-plane shifts (dy, dx)."""
     import torch
     slices = np.stack([normalize_slice(s) for s in crop_zyx])[:, None]
+    total = None
     with torch.no_grad():
-        tensor = torch.from_numpy(slices)
-        if device:
-            tensor = tensor.to(device)
-        probs = torch.softmax(network(tensor), 1).cpu().numpy()
-    return probs.transpose(1, 0, 2, 3)  # (class, z, y, x)
+        for dy, dx in shifts:
+            tensor = torch.from_numpy(np.ascontiguousarray(np.roll(slices, (dy, dx), axis=(2, 3))))
+            if device:
+                tensor = tensor.to(device)
+            probs = np.roll(torch.softmax(network(tensor), 1).cpu().numpy(), (-dy, -dx), axis=(2, 3))
+            total = probs if total is None else total + probs
+    return (total / len(shifts)).transpose(1, 0, 2, 3)
 
 
 MAX_FILLED_HOLE_MM2 = 40.0   # holes up to this area are prediction speckle; larger ones are anatomy
@@ -122,8 +133,12 @@ def leg_crops(image: Volume, spacing_mm: float, size: int):
     return grid_image, grid, windows, crops
 
 
-def segment_muscles(image: Volume, model_path=None, device: str | None = None) -> Volume:
-    """Label map (int16, right 1-11, left 12-22) of the thigh muscles on the input grid."""
+def segment_muscles(image: Volume, model_path=None, device: str | None = None,
+                    test_time_augmentation: bool = True) -> Volume:
+    """Label map (int16, right 1-11, left 12-22) of the thigh muscles on the input grid.
+
+    test_time_augmentation averages the network over TTA_SHIFTS_PX (5x slower, more accurate).
+    """
     import torch
     _check_input(image)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
@@ -136,7 +151,8 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None) -
     side_map = np.zeros(grid.shape, np.int16)
     step(f"segmenting {len(windows)} leg(s), {grid.shape[0]} slice(s)")
     for window, crop in zip(windows, crops):
-        leg_probs = _leg_probabilities(network, crop, device)
+        leg_probs = _leg_probabilities(network, crop, device,
+                                       TTA_SHIFTS_PX if test_time_augmentation else ((0, 0),))
         part, (ys, xs) = uncrop_leg(leg_probs, window, grid.shape)
         probs[:, :, ys, xs] = part
         side_map[:, ys, xs] = LEFT_OFFSET if window.side == "left" else 0
@@ -154,4 +170,5 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None) -
     labels = _postprocess(labels, image.spacing_mm[0] * image.spacing_mm[1])
     return image.with_array(labels, image_kind="labels", source="myositis-qmri segment", resolution_mm=spacing,
                             model=header.get("provenance", {}).get("command", ""),
-                            model_version=header.get("model_version"))
+                            model_version=header.get("model_version"),
+                            test_time_augmentation=bool(test_time_augmentation))
