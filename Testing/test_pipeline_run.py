@@ -113,3 +113,47 @@ def test_study_with_nothing_to_map_is_refused(exam_dir, tmp_path):
     study = _study_with(dicom, tmp_path / "study", ["01_T1w_TSE"])
     with pytest.raises(InputError, match="nothing to report"):
         run_study(study, tmp_path / "out", {})
+
+
+def test_run_options_b1_smoothing_and_device_parse_like_t2(tmp_path):
+    from myositis_qmri.commands import batch as batch_command
+    from myositis_qmri.commands.run import options_from_args
+    run = lambda *extra: options_from_args(cli.build_parser("run").parse_args(  # noqa: E731
+        ["run", str(tmp_path), "--out", str(tmp_path / "out"), *extra]))
+    defaults = run()
+    assert defaults.b1_smoothing_mm is None and defaults.t2_device == "auto"   # as `t2`: voxel-wise B1, auto
+    chosen = run("--b1-smoothing", "20", "--device", "cpu")
+    assert chosen.b1_smoothing_mm == 20.0 and chosen.t2_device == "cpu"
+    with pytest.raises(InputError, match="--b1-smoothing"):
+        run("--b1-smoothing", "600")
+    with pytest.raises(SystemExit):   # argparse: not one of auto, cpu, cuda
+        run("--device", "tpu")
+    cohort = batch_command.run_options(cli.build_parser("batch").parse_args(
+        ["batch", str(tmp_path), "--out", str(tmp_path / "out"), "--b1-smoothing", "20", "--device", "cpu"]))
+    assert cohort["b1_smoothing_mm"] == 20.0 and cohort["t2_device"] == "cpu"
+
+
+def test_run_smooths_b1_and_records_it(exam_dir, tmp_path):
+    """`run --b1-smoothing 20 --device cpu` reaches the T2 fit: the phantom's smooth transmit field
+    is read closer to the truth than by the voxel-wise fit, and t2_fit.json / run_summary.json say so.
+    (Compared where the true B1 is below 0.95: the 3-D model's B1 search stops at 1.)"""
+    from myositis_qmri.io.discover import discover
+    from myositis_qmri.io.kinds import ImageKind
+    from myositis_qmri.maps.t2 import fit_water_t2
+    dicom, truth, exam = exam_dir
+    study = _study_with(dicom, tmp_path / "study", ["01_T1w_TSE", "02_MESE"])
+    out = tmp_path / "out"
+    _with_edited_segmentation(out, truth)
+    summary = run_study(study, out, {"reuse": True, "formats": ("json",), "b1_smoothing_mm": 20.0,
+                                     "t2_device": "cpu"})
+    assert summary["options"]["b1_smoothing_mm"] == 20.0 and summary["options"]["t2_device"] == "cpu"
+    fit = json.loads((out / "maps" / "t2" / "t2_fit.json").read_text())
+    assert fit["b1_smoothing_fwhm_mm"] == 20.0 and fit["device"] == "cpu"
+    assert fit["b1_smoothing"]["voxels_with_smoothed_b1"] > 0
+
+    series = discover(study).mese().to_echo_series(ImageKind.MAGNITUDE)
+    voxelwise = fit_water_t2(series, profile=fit["profile"], device="cpu").b1.array
+    smoothed = read_volume(out / "maps" / "t2" / "b1.nii.gz").array
+    within = (read_volume(truth / "muscle_labels.nii.gz").array > 0) & (exam.b1.array < 0.95)
+    error = lambda b1: float(np.sqrt(np.mean(np.square(b1[within] - exam.b1.array[within]))))  # noqa: E731
+    assert error(smoothed) < 0.5 * error(voxelwise)   # measured 0.0055 against 0.020

@@ -9,7 +9,7 @@ folder's report.json are always kept.
 
 Layout of the output folder:
     inventory.json                  the series found and the files left out
-    maps/t2/t2w.nii.gz ...          water T2 (ms), ffmese, b1, fit quality
+    maps/t2/t2w.nii.gz ...          water T2 (ms), ffmese, b1, fit quality; t2_fit.json describes the fit
     maps/ff/ff.nii.gz ...           fat fraction (%), water, fat, ...
     segmentation/muscles.nii.gz     label map on the structural grid (+ .seg.nrrd, labels.json)
     anatomy.nii.gz                  the structural image segmented (overlay background)
@@ -37,6 +37,8 @@ class RunOptions:
     t2_model: str = "epg"
     t2_profile: str | None = None
     fat_t2_ms: float | str = 151.0
+    b1_smoothing_mm: float | None = None   # in-plane B1 smoothing FWHM before the T2 refit; None: voxel-wise
+    t2_device: str = "auto"                # T2 dictionary fit: "auto", "cpu" (numpy) or "cuda" (torch)
     ff_method: str = "auto"
     seg_model: str | None = None
     erode: bool = True   # 1-voxel in-plane erosion before statistics (partial volume with fat)
@@ -46,6 +48,11 @@ class RunOptions:
     anonymize: bool = False
     reuse: bool = False
     formats: tuple = ("json", "csv", "html", "pdf", "dicom")
+
+    def __post_init__(self):
+        # checked here, before discovery, so a cohort fails on the command line rather than per study
+        if self.b1_smoothing_mm is not None and not 0 <= float(self.b1_smoothing_mm) <= 500:
+            raise InputError("--b1-smoothing", f"expected a FWHM of 0-500 mm, got {self.b1_smoothing_mm}")
 
     @classmethod
     def from_any(cls, options) -> "RunOptions":
@@ -92,9 +99,11 @@ def t2_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume |
     if mese is not None:
         from .maps.t2 import fit_water_t2
         step(f"t2: fitting water T2 ({opts.t2_model}) on '{mese.description}' ({mese.n_echoes} echoes)")
-        maps = fit_water_t2(mese.to_echo_series(ImageKind.MAGNITUDE), model=opts.t2_model, profile=opts.t2_profile,
-                            fat_t2_ms=opts.fat_t2_ms)
+        series = mese.to_echo_series(ImageKind.MAGNITUDE)
+        maps = fit_water_t2(series, model=opts.t2_model, profile=opts.t2_profile, fat_t2_ms=opts.fat_t2_ms,
+                            b1_smoothing_mm=opts.b1_smoothing_mm, device=opts.t2_device)
         written = maps.write(out / "maps" / "t2")
+        written["t2_fit"] = write_fit_info(maps, series, written, out / "maps" / "t2" / "t2_fit.json")
         _record(summary, "t2", "done", f"water T2 from MESE '{mese.description}'", **written)
         return maps.water_t2_ms.with_array(maps.water_t2_ms.array, series_description="water T2 (ms)",
                                            source=mese.description, units="ms"), mese
@@ -107,6 +116,16 @@ def t2_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume |
     _record(summary, "t2", "skipped", "no multi-echo spin-echo series or scanner T2 map in the study: "
                                       "the report will have no edema grades")
     return None, None
+
+
+def write_fit_info(maps, series, written: dict, path: Path) -> Path:
+    """t2_fit.json as `myositis-qmri t2` writes it: the fit's settings as applied (device resolved,
+    B1 smoothing and its outcome, noise, slice profile) and the echo times, source and outputs."""
+    info = dict(maps.info)
+    info.update(echo_times_ms=list(series.echo_times_ms), source=maps.water_t2_ms.metadata.get("source"),
+                outputs={k: Path(p).name for k, p in written.items()})
+    write_text_atomic(path, json.dumps(info, indent=2, default=str))
+    return path
 
 
 def gre_magnitude_phase(study):
