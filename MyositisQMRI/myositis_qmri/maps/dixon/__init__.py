@@ -18,9 +18,10 @@ from ...io.nifti import write_volume
 from ...progress import step
 from ...volume import EchoSeries, Volume
 from ..fat_spectrum import FAT_PEAK_AMPLITUDES, fat_peak_frequencies_hz, fat_phasor
+from ..noise import noise_sigma
 from .fieldmap import make_field_grid, projection_rows, residual_curves
 from .multiecho import separate_complex
-from .noise import noise_sigma, signal_mask
+from .noise import signal_mask
 from .two_point import separate_two_point
 from .vendor import detect_ff_scale, vendor_ff_percent
 from .water_fat import water_fat_ff

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..fat_spectrum import fat_phasor
+from ..noise import noise_sigma
 from .fieldmap import CHUNK_VOXELS, FieldGrid, estimate_field_map, make_field_grid, projection_rows, residual_curves
-from .noise import magnitude_discrimination_ff, noise_sigma, signal_mask
+from .noise import magnitude_discrimination_ff, signal_mask
 
 R2STAR_SEARCH_PER_S = (0.0, 100.0, 250.0)
 R2STAR_GRID_PER_S = np.arange(0.0, 501.0, 20.0)

@@ -1,30 +1,15 @@
-"""Noise level and signal mask of magnitude images, and magnitude-discrimination PDFF.
+"""Signal mask of magnitude images, and magnitude-discrimination PDFF.
 
 Background voxels are pure noise: their fat fraction is undefined and would read about 50 %,
-so every method masks them (FF 0) with a threshold a few noise standard deviations up.
+so every method masks them (FF 0) with a threshold a few noise standard deviations up (sigma
+from `maps.noise.noise_sigma`, the estimator the T2 stage uses too).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import threshold_otsu
 
-RAYLEIGH_P25 = 0.7585  # 25th percentile of a Rayleigh distribution in units of sigma
-
-
-def noise_sigma(magnitude: np.ndarray) -> float:
-    """Gaussian noise sigma from the background (below Otsu) of a magnitude image; 0 if zero-filled."""
-    values = magnitude[np.isfinite(magnitude)].ravel()
-    if values.size > 2_000_000:
-        values = values[:: values.size // 2_000_000 + 1]
-    if values.size == 0 or values.max() <= 0:
-        return 0.0
-    background = values[values < threshold_otsu(values)]
-    background = background[background > 0]
-    if background.size < 100:
-        return 0.0
-    # A low percentile of the below-Otsu values is set by the air, not by tissue edges.
-    return float(np.percentile(background, 25) / RAYLEIGH_P25)
+from ..noise import noise_sigma
 
 
 def signal_mask(magnitude: np.ndarray, sigma: float | None = None, snr_threshold: float = 5.0,

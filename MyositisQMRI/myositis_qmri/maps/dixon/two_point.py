@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..fat_spectrum import fat_phasor
+from ..noise import noise_sigma
 from .fieldmap import CHUNK_VOXELS, estimate_field_map, make_field_grid
-from .noise import noise_sigma, signal_mask
+from .noise import signal_mask
 
 THETA = np.linspace(0.0, np.pi / 2, 181)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .noise import noise_sigma, signal_mask
+from ..noise import noise_sigma
+from .noise import signal_mask
 
 
 def water_fat_ff(water: np.ndarray, fat: np.ndarray, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:

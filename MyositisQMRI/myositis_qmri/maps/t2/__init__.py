@@ -25,6 +25,7 @@ from ...io.echo_times import require_uniform_spacing
 from ...io.nifti import write_volume
 from ...progress import Progress
 from ...volume import EchoSeries, Volume
+from ..noise import estimate_background_noise
 from ..relaxation import FAT_T2_MS
 from .b1map import DEFAULT_B1_SMOOTHING_MM, MAX_B1_DEVIATION, b1_fixed_acceptable, smooth_b1
 from .calibration import (REFOCUSING_RATIO_CANDIDATES, calibrate_refocusing_ratio, calibrate_slice_profile,
@@ -32,7 +33,6 @@ from .calibration import (REFOCUSING_RATIO_CANDIDATES, calibrate_refocusing_rati
 from .device import resolve_device
 from .dictionary import SequenceModel, build_dictionary, simulate_trains
 from .fitting import epg_projector, fit_signals, projector_from
-from .noise import estimate_noise_power
 from .projection import Projector
 
 __all__ = ["T2Maps", "fit_water_t2", "fit_signals", "epg_projector", "SequenceModel", "build_dictionary",
@@ -104,7 +104,8 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
     _check_slices(array, source)
 
     if noise_power is None:
-        noise_power, n_background = estimate_noise_power(array)
+        noise = estimate_background_noise(array)
+        noise_power, n_background = noise.power, noise.n_background
     else:
         n_background = None
     fit_mask = _fit_mask(array, mask, series.geometry, noise_power)
