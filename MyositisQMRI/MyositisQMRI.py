@@ -52,6 +52,22 @@ See the <a href="https://github.com/myositis-qmri/SlicerMyositisQMRI#3d-slicer">
 Built on 3D Slicer, SimpleITK, pydicom, highdicom and PyTorch (via the SlicerPyTorch extension).
 """
         slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", loadMuscleTerminology)
+
+
+TERMINOLOGY_FILE = os.path.join(os.path.dirname(__file__), "Resources", "Terminology",
+                                "MyositisQMRI_thigh_muscles.term.json")
+
+
+def loadMuscleTerminology() -> str:
+    """Register the thigh-muscle terminology (generated from the core's labels.py) with Slicer's
+    Terminologies module, so the Segment Editor offers the same names, codes and colours as the
+    segmentations the core writes. Returns the context name ('' if Slicer could not read it)."""
+    logic = slicer.modules.terminologies.logic()
+    contextName = logic.LoadTerminologyFromFile(TERMINOLOGY_FILE)
+    if not contextName:
+        logging.warning(f"MyositisQMRI: Slicer could not load the terminology {TERMINOLOGY_FILE}")
+    return contextName
 
 
 #
@@ -744,6 +760,8 @@ class MyositisQMRITest(ScriptedLoadableModuleTest):
 
         from myositis_qmri.phantom import truth_table
         from myositis_qmri.segmentation import labels
+
+        self.assertEqual(loadMuscleTerminology(), "MyositisQMRI thigh muscles")
 
         seed = 7
         logic = MyositisQMRILogic()

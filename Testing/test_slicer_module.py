@@ -173,3 +173,14 @@ def test_helpers_import_slicer_only_lazily():
         assert not (_imported_roots(path, True) & SLICER_MODULES), f"{path.name} imports Slicer at module level"
         if path.name != "slicer_bridge.py":
             assert not (_imported_roots(path, False) & SLICER_MODULES), f"{path.name} must stay Slicer-free"
+
+
+def test_terminology_file_the_module_loads_exists_and_names_its_context():
+    import json
+    tree = ast.parse(MODULE_PY.read_text())
+    assign = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "TERMINOLOGY_FILE")
+    parts = [a.value for a in assign.value.args if isinstance(a, ast.Constant)]
+    path = MODULE_DIR.joinpath(*parts)
+    context = json.loads(path.read_text())["SegmentationCategoryTypeContextName"]
+    assert f'loadMuscleTerminology(), "{context}"' in MODULE_PY.read_text()   # the self-test checks the name
+    assert "loadMuscleTerminology" in MODULE_PY.read_text().split("class MyositisQMRIParameterNode")[0]
