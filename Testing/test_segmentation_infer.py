@@ -142,3 +142,20 @@ def test_test_time_augmentation_is_recorded_and_no_worse(exam, segmented, tmp_pa
     assert with_tta >= without - 0.01
     paths = write_segmentation(segmented, tmp_path)
     assert json.loads(paths["sidecar"].read_text())["test_time_augmentation"] is True
+
+
+def test_neighbouring_slices_vote():
+    from myositis_qmri.segmentation.infer import smooth_across_slices
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(4), size=(5, 6, 6)).transpose(3, 0, 1, 2)   # (class, z, y, x)
+    blended = smooth_across_slices(probs, 0.2)
+    np.testing.assert_allclose(blended.sum(0), 1.0, atol=1e-6)          # still probabilities
+    np.testing.assert_allclose(blended[:, 2], 0.2 * probs[:, 1] + 0.6 * probs[:, 2] + 0.2 * probs[:, 3], atol=1e-6)
+    np.testing.assert_allclose(blended[:, 0], 0.8 * probs[:, 0] + 0.2 * probs[:, 1], atol=1e-6)
+    constant = np.repeat(probs[:, :1], 5, axis=1)
+    np.testing.assert_allclose(smooth_across_slices(constant), constant, atol=1e-6)
+    assert smooth_across_slices(probs[:, :1]) is not None and smooth_across_slices(probs[:, :1]).shape == (4, 1, 6, 6)
+    # an outlier slice flanked by agreeing neighbours is outvoted
+    votes = np.zeros((2, 3, 1, 1)); votes[0] = 0.7; votes[1] = 0.3
+    votes[:, 1] = np.array([0.45, 0.55])[:, None, None]
+    assert smooth_across_slices(votes)[:, 1].argmax(0).item() == 0
