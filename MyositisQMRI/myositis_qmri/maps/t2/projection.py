@@ -9,6 +9,9 @@ that keep every atom (see MAX_ATOM_RESIDUAL), so the coarse search over all voxe
 float32 matrix product. The search then narrows in 3x3 windows at halving grid steps down to
 the full grid (windows gathered per voxel by vectorised indexing, re-centred when the best atom
 lies on an edge), then refines off the grid with a joint quadratic in (B1, log T2).
+
+The search is written once against an array namespace `xp` (see `arrays`): numpy here, torch
+tensors on a GPU through `torch_fit`; everything per voxel after the search stays in numpy.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+from .arrays import NUMPY
 
 MAX_ATOM_RESIDUAL = 0.003  # relative norm of an atom lost by the subspace compression
 COARSE_B1_STEP = 8   # coarse grid: every 8th B1 (0.08) and every 8th T2 (17 %); then halving
@@ -83,21 +88,22 @@ class Projector:
         return np.asarray(signals, dtype=np.float32) @ self.basis
 
 
-def fit_compressed(proj: Projector, y: np.ndarray, chunk: int = 8192):
+def fit_compressed(proj: Projector, y: np.ndarray, chunk: int = 8192, xp=NUMPY):
     """Best grid atom per voxel and sub-grid offsets. `y` is (n, K) compressed, normalised.
 
     Returns b_index, t_index (ints), b_offset, t_offset (in grid steps, |.| <= 1) and the
-    explained energy at the best grid atom. Chunks keep the working arrays in cache.
+    explained energy at the best grid atom, as numpy arrays. Chunks keep the working arrays in
+    cache (or, on a GPU, bound its memory); `xp` is where the search runs (see `arrays`).
     """
     n = y.shape[0]
     out = (np.empty(n, np.int64), np.empty(n, np.int64), np.zeros(n, np.float32),
            np.zeros(n, np.float32), np.empty(n, np.float32))
-    tables = _tables(proj)
+    tables = _tables(proj, xp)
 
     for start in range(0, n, chunk):
-        part = _fit_chunk(proj, tables, np.ascontiguousarray(y[start:start + chunk]))
+        part = _fit_chunk(tables, xp.asarray(np.ascontiguousarray(y[start:start + chunk])), xp)
         for array, values in zip(out, part):
-            array[start:start + chunk] = values
+            array[start:start + chunk] = xp.to_numpy(values)
     return out
 
 
@@ -130,17 +136,24 @@ def fit_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _tables(proj: Projector) -> dict:
-    """Flattened per-atom arrays and the coarse grid, computed once per projector."""
-    cached = proj.__dict__.get("_tables")
-    if cached is not None:
-        return cached
+def _tables(proj: Projector, xp=NUMPY) -> dict:
+    """Flattened per-atom arrays and the coarse grid, computed once per projector and moved
+    once to each array namespace (device) that asks for them."""
+    cache = proj.__dict__.setdefault("_tables", {})
+    if NUMPY.key not in cache:
+        cache[NUMPY.key] = _host_tables(proj)
+    if xp.key not in cache:
+        cache[xp.key] = {name: xp.asarray(value) for name, value in cache[NUMPY.key].items()}
+    return cache[xp.key]
+
+
+def _host_tables(proj: Projector) -> dict:
     n_b, n_t, k = proj.u.shape
     cb = _coarse_indices(n_b, COARSE_B1_STEP)
     ct = _coarse_indices(n_t, COARSE_T2_STEP)
     tables = {
         "u": proj.u.reshape(-1, k), "u_norm": proj.u_norm.ravel(), "g": proj.g.ravel(),
-        "w_norm": proj.w_norm.ravel(), "cb": cb, "ct": ct, "n_t": n_t,
+        "w_norm": proj.w_norm.ravel(), "cb": cb, "ct": ct, "n_b": n_b, "n_t": n_t,
         "u_coarse_t": np.ascontiguousarray(proj.u[np.ix_(cb, ct)].reshape(-1, k).T),
         "f_hat_t": None if proj.f_hat is None else np.ascontiguousarray(proj.f_hat.T),
         # float64 copies for the final windows: the sub-grid vertex comes from small score
@@ -148,14 +161,14 @@ def _tables(proj: Projector) -> dict:
         "u64": proj.u.reshape(-1, k).astype(np.float64), "u_norm64": proj.u_norm.ravel().astype(np.float64),
         "g64": proj.g.ravel().astype(np.float64), "w_norm64": proj.w_norm.ravel().astype(np.float64),
         "f_hat_t64": None if proj.f_hat is None else np.ascontiguousarray(proj.f_hat.T, dtype=np.float64),
+        "quad_pinv": _QUAD_PINV, "quad_db": _QX.ravel().astype(np.int64), "quad_dt": _QY.ravel().astype(np.int64),
     }
     if proj.f_hat is not None:
         tables["coarse_t"], tables["coarse_fat_sign"] = _coarse_table(proj, cb, ct)
-    proj.__dict__["_tables"] = tables
     return tables
 
 
-def _coarse_best(y, cf_all, tables) -> np.ndarray:
+def _coarse_best(y, cf_all, tables, xp):
     """Index of the best coarse atom per voxel under the non-negative amplitude constraint.
 
     The unconstrained two-atom energy cu+^2 + cf^2 is an upper bound of the constrained one,
@@ -166,20 +179,18 @@ def _coarse_best(y, cf_all, tables) -> np.ndarray:
     """
     m = y.shape[0]
     cb, ct = tables["cb"], tables["ct"]
-    score = y @ tables["u_coarse_t"]                                                # (m, Bc*Tc)
-    np.maximum(score, 0, out=score)
-    np.square(score, out=score)
+    score = xp.positive_square_(y @ tables["u_coarse_t"])                           # (m, Bc*Tc)
     if cf_all is None:
-        return np.argmax(score, axis=1)
+        return xp.argmax(score, 1)
     cf = cf_all[:, cb]
-    score = score.reshape(m, cb.size, ct.size)
-    score += np.square(cf)[:, :, None]
-    best = np.argmax(score.reshape(m, -1), axis=1)
+    score = score.reshape(m, len(cb), len(ct))
+    score += xp.square(cf)[:, :, None]
+    best = xp.argmax(score.reshape(m, -1), 1)
     sign_dirs = tables["coarse_fat_sign"]                                           # (Bc*Tc, K)
-    negative_fat = np.einsum("mk,mk->m", y, np.take(sign_dirs, best, axis=0)) < 0
+    negative_fat = xp.einsum("mk,mk->m", y, xp.take(sign_dirs, best)) < 0
     if negative_fat.any():
-        rows = np.flatnonzero(negative_fat)
-        best[rows] = np.argmax(_coarse_energy(y[rows], cf[rows], tables["coarse_t"]), axis=1)
+        rows = xp.flatnonzero(negative_fat)
+        best[rows] = xp.argmax(_coarse_energy(y[rows], cf[rows], tables["coarse_t"], xp), 1)
     return best
 
 
@@ -197,7 +208,7 @@ def _coarse_table(proj: Projector, cb, ct):
     return table, np.ascontiguousarray(v, dtype=np.float32)
 
 
-def _coarse_energy(y, cf, table):
+def _coarse_energy(y, cf, table, xp):
     """Constrained (non-negative amplitude) energy at the coarse atoms, (m, Bc*Tc).
 
     With two atoms the non-negative fit is both atoms where both unconstrained amplitudes are
@@ -208,14 +219,10 @@ def _coarse_energy(y, cf, table):
     n = table.shape[1] // 3
     prod = y @ table
     cu, v, cw = prod[:, :n], prod[:, n:2 * n], prod[:, 2 * n:]
-    np.maximum(cu, 0, out=cu)
-    np.square(cu, out=cu)
-    cu = cu.reshape(m, cf.shape[1], -1)
-    cu += np.square(np.maximum(cf, 0))[:, :, None]
+    cu = xp.positive_square_(cu).reshape(m, cf.shape[1], -1)
+    cu += xp.square(xp.relu(cf))[:, :, None]
     cu = cu.reshape(m, n)
-    np.maximum(cw, 0, out=cw)
-    np.square(cw, out=cw)
-    return np.where(v < 0, cw, cu)
+    return xp.where(v < 0, xp.positive_square_(cw), cu)
 
 
 def _coarse_indices(size: int, step: int) -> np.ndarray:
@@ -225,40 +232,40 @@ def _coarse_indices(size: int, step: int) -> np.ndarray:
     return idx
 
 
-def _fit_chunk(proj, tables, y):
+def _fit_chunk(tables, y, xp):
     """Coarse grid for all voxels, then 3x3 windows at halving steps down to the full grid."""
     m = y.shape[0]
     cb, ct = tables["cb"], tables["ct"]
     cf_all = None if tables["f_hat_t"] is None else y @ tables["f_hat_t"]          # (m, B)
-    best = _coarse_best(y, cf_all, tables)
-    b, t = cb[best // ct.size], ct[best % ct.size]
-    b_off, t_off, energy = np.zeros(m, np.float32), np.zeros(m, np.float32), np.zeros(m, np.float32)
+    best = _coarse_best(y, cf_all, tables, xp)
+    b, t = cb[best // len(ct)], ct[best % len(ct)]
+    b_off, t_off, energy = xp.zeros(m, "float32"), xp.zeros(m, "float32"), xp.zeros(m, "float32")
     step_b, step_t = COARSE_B1_STEP, COARSE_T2_STEP
     while step_b > 1 or step_t > 1:
         step_b, step_t = max(step_b // 2, 1), max(step_t // 2, 1)
         final = step_b == 1 and step_t == 1
         if final:
-            y = y.astype(np.float64)
+            y = xp.as_float64(y)
             cf_all = None if cf_all is None else y @ tables["f_hat_t64"]
-        todo = np.arange(m)
+        todo = xp.arange(m)
         for _ in range(6 if final else 3):   # re-centre voxels whose best atom is on the window edge
-            bi, ti, b0, t0, win, edge = _window(proj, tables, y, cf_all, todo, b[todo], t[todo],
-                                                step_b, step_t, precise=final)
+            bi, ti, b0, t0, win, edge = _window(tables, y, cf_all, todo, b[todo], t[todo],
+                                                step_b, step_t, xp, precise=final)
             b[todo], t[todo] = b0 + bi * step_b, t0 + ti * step_t
             if final:
-                rows = np.arange(todo.size)
-                energy[todo] = win[rows, bi, ti]
-                t_off[todo] = _parabola(win, rows, bi, ti, axis=2)
+                rows = xp.arange(len(todo))
+                energy[todo] = xp.as_float32(win[rows, bi, ti])
+                t_off[todo] = _parabola(win, rows, bi, ti, 2, xp)
                 if win.shape[1] > 1:
-                    b_off[todo] = _parabola(win, rows, bi, ti, axis=1)
-                    _quadratic_vertex(win, rows, bi, ti, b_off, t_off, todo)
+                    b_off[todo] = _parabola(win, rows, bi, ti, 1, xp)
+                    _quadratic_vertex(tables, win, rows, bi, ti, b_off, t_off, todo, xp)
             todo = todo[edge]
-            if todo.size == 0:
+            if len(todo) == 0:
                 break
     return b, t, b_off, t_off, energy
 
 
-def _window(proj, tables, y, cf_all, voxels, centre_b, centre_t, step_b, step_t, half: int = 1,
+def _window(tables, y, cf_all, voxels, centre_b, centre_t, step_b, step_t, xp, half: int = 1,
             precise: bool = False):
     """Constrained energies on a (2*half+1)^2 window of atoms spaced (step_b, step_t) per voxel.
 
@@ -266,46 +273,44 @@ def _window(proj, tables, y, cf_all, voxels, centre_b, centre_t, step_b, step_t,
     best window position (bi, ti), the window origin (b0, t0), the scores (m, wb, wt), and
     whether the best lies on a window edge that is not the grid edge.
     """
-    n_b, n_t = proj.u.shape[:2]
-    m = voxels.size
-    b0, wb = _origin(centre_b, step_b, half, n_b)
-    t0, wt = _origin(centre_t, step_t, half, n_t)
-    b_idx = b0[:, None] + step_b * np.arange(wb)[None, :]                          # (m, wb)
-    t_idx = t0[:, None] + step_t * np.arange(wt)[None, :]
+    n_b, n_t = tables["n_b"], tables["n_t"]
+    m = len(voxels)
+    b0, wb = _origin(centre_b, step_b, half, n_b, xp)
+    t0, wt = _origin(centre_t, step_t, half, n_t, xp)
+    b_idx = b0[:, None] + step_b * xp.arange(wb)[None, :]                          # (m, wb)
+    t_idx = t0[:, None] + step_t * xp.arange(wt)[None, :]
     atoms = (b_idx[:, :, None] * n_t + t_idx[:, None, :]).reshape(m, -1)          # (m, wb*wt)
-    # np.take is several times faster than fancy indexing for these gathers
-    yv = np.take(y, voxels, axis=0)
+    yv = xp.take(y, voxels)
     suffix = "64" if precise else ""
-    cu = np.einsum("mak,mk->ma", np.take(tables["u" + suffix], atoms, axis=0), yv)
+    cu = xp.einsum("mak,mk->ma", xp.take(tables["u" + suffix], atoms), yv)
     if cf_all is None:
-        score = np.square(np.maximum(cu, 0))
+        score = xp.square(xp.relu(cu))
     else:
-        cf = np.take(cf_all, voxels[:, None] * cf_all.shape[1] + b_idx)           # (m, wb)
-        cf = np.repeat(cf, wt, axis=1)                                             # (m, wb*wt)
-        score = _energy(cf, cu, np.take(tables["u_norm" + suffix], atoms), np.take(tables["g" + suffix], atoms),
-                        np.take(tables["w_norm" + suffix], atoms))
+        cf = xp.take_flat(cf_all, voxels[:, None] * cf_all.shape[1] + b_idx)      # (m, wb)
+        cf = xp.repeat(cf, wt)                                                     # (m, wb*wt)
+        score = _energy(cf, cu, xp.take(tables["u_norm" + suffix], atoms), xp.take(tables["g" + suffix], atoms),
+                        xp.take(tables["w_norm" + suffix], atoms), xp)
     score = score.reshape(m, wb, wt)
-    bi, ti = np.divmod(np.argmax(score.reshape(m, -1), axis=1), wt)
+    bi, ti = xp.divmod(xp.argmax(score.reshape(m, -1), 1), wt)
     edge = ((ti == 0) & (t0 > 0)) | ((ti == wt - 1) & (t0 + (wt - 1) * step_t < n_t - 1))
     if wb > 1:
         edge |= ((bi == 0) & (b0 > 0)) | ((bi == wb - 1) & (b0 + (wb - 1) * step_b < n_b - 1))
     return bi, ti, b0, t0, score, edge
 
 
-def _origin(centre, step, half, size):
+def _origin(centre, step, half, size, xp):
     """First index of a window of 2*half+1 points spaced `step`, kept inside [0, size)."""
     width = min(2 * half + 1, (size - 1) // step + 1)
-    return np.clip(centre - half * step, 0, size - 1 - (width - 1) * step), width
+    return xp.clip(centre - half * step, 0, size - 1 - (width - 1) * step), width
 
 
-def _energy(cf, cu, u_norm, g, w_norm):
-    """Explained energy with non-negative water and fat amplitudes (arrays of one shape)."""
+def _energy(cf, cu, u_norm, g, w_norm, xp=NUMPY):
+    """Explained energy with non-negative water and fat amplitudes (arrays broadcast to cu's shape)."""
     both = (cu >= 0) & (cf * u_norm >= cu * g)      # water and fat amplitudes both >= 0
-    water_only = np.maximum((cu * u_norm + g * cf) / w_norm, 0)
-    np.square(water_only, out=water_only)
-    fat_only = np.square(np.maximum(cf, 0))
-    np.maximum(water_only, fat_only, out=water_only)
-    return np.where(both, cf * cf + cu * cu, water_only)
+    water_only = xp.positive_square_((cu * u_norm + g * cf) / w_norm)
+    fat_only = xp.square(xp.relu(cf))
+    xp.maximum(water_only, fat_only, out=water_only)
+    return xp.where(both, cf * cf + cu * cu, water_only)
 
 
 _QX, _QY = np.meshgrid([-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], indexing="ij")   # (b, t) offsets
@@ -313,7 +318,7 @@ _QUAD_PINV = np.linalg.pinv(np.stack([np.ones(9), _QX.ravel(), _QY.ravel(), _QX.
                                       _QY.ravel() ** 2, (_QX * _QY).ravel()], axis=1))
 
 
-def _quadratic_vertex(score, rows, bi, ti, b_off, t_off, idx):
+def _quadratic_vertex(tables, score, rows, bi, ti, b_off, t_off, idx, xp):
     """Joint (B1, T2) vertex of a quadratic through the 3x3 scores around the best atom.
 
     B1 and T2 trade off along a tilted valley at low B1; two separate parabolas would miss
@@ -325,35 +330,35 @@ def _quadratic_vertex(score, rows, bi, ti, b_off, t_off, idx):
     if not inner.any():
         return
     r, b, t = rows[inner], bi[inner], ti[inner]
-    block = np.stack([score[r, b + db, t + dt] for db in (-1, 0, 1) for dt in (-1, 0, 1)], axis=1)
-    c = block @ _QUAD_PINV.T
+    block = score[r[:, None], b[:, None] + tables["quad_db"], t[:, None] + tables["quad_dt"]]   # (n, 9)
+    c = block @ tables["quad_pinv"].T
     hbb, htt, hbt = 2 * c[:, 3], 2 * c[:, 4], c[:, 5]
     det = hbb * htt - hbt * hbt
     ok = (hbb < 0) & (det > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with xp.quiet():
         db_ = (-c[:, 1] * htt + c[:, 2] * hbt) / det
         dt_ = (-c[:, 2] * hbb + c[:, 1] * hbt) / det
-    ok &= (np.abs(db_) <= 1) & (np.abs(dt_) <= 1)
+    ok &= (abs(db_) <= 1) & (abs(dt_) <= 1)
     target = idx[inner][ok]
-    b_off[target] = db_[ok]
-    t_off[target] = dt_[ok]
+    b_off[target] = xp.as_float32(db_[ok])
+    t_off[target] = xp.as_float32(dt_[ok])
 
 
-def _parabola(score, rows, bi, ti, axis):
+def _parabola(score, rows, bi, ti, axis, xp):
     """Vertex offset (grid steps) of the parabola through the best score and its two neighbours."""
     size = score.shape[axis]
     centre = ti if axis == 2 else bi
     inner = (centre > 0) & (centre < size - 1)
-    lo = np.clip(centre - 1, 0, size - 1)
-    hi = np.clip(centre + 1, 0, size - 1)
+    lo = xp.clip(centre - 1, 0, size - 1)
+    hi = xp.clip(centre + 1, 0, size - 1)
     if axis == 2:
         s_lo, s0, s_hi = score[rows, bi, lo], score[rows, bi, ti], score[rows, bi, hi]
     else:
         s_lo, s0, s_hi = score[rows, lo, ti], score[rows, bi, ti], score[rows, hi, ti]
     curvature = s_lo - 2 * s0 + s_hi
-    with np.errstate(divide="ignore", invalid="ignore"):
-        offset = np.where(inner & (curvature < 0), 0.5 * (s_lo - s_hi) / curvature, 0.0)
-    return np.clip(np.nan_to_num(offset), -0.5, 0.5).astype(np.float32)
+    with xp.quiet():
+        offset = xp.where(inner & (curvature < 0), 0.5 * (s_lo - s_hi) / curvature, 0.0)
+    return xp.as_float32(xp.clip(xp.nan_to_num(offset), -0.5, 0.5))
 
 
 def amplitudes(proj: Projector, y: np.ndarray, b: np.ndarray, t: np.ndarray):
@@ -410,9 +415,9 @@ def t2_crlb(proj: Projector, b, t, water, fat, sigma, fit_b1: bool = True):
         return (sigma / np.linalg.norm(v, axis=1)).astype(np.float32)
 
 
-def fit_fixed_b1(proj: Projector, y: np.ndarray, b1_index: np.ndarray, chunk: int = 2048):
+def fit_fixed_b1(proj: Projector, y: np.ndarray, b1_index: np.ndarray, chunk: int = 2048, xp=NUMPY):
     """Best T2 per voxel with B1 fixed at a fractional grid index (n,), same outputs as
-    `fit_compressed`.
+    `fit_compressed` (numpy arrays; the row search runs in `xp`).
 
     Each voxel is fitted over every T2 atom of the two B1 rows around its B1 (refined by a
     parabola on each row); the fractional T2 index and the energy are then interpolated
@@ -425,10 +430,12 @@ def fit_fixed_b1(proj: Projector, y: np.ndarray, b1_index: np.ndarray, chunk: in
     weight = (b1_index - lo).astype(np.float32)
     tau = np.empty(n, np.float32)
     energy = np.empty(n, np.float32)
+    tables = _tables(proj, xp)
     for start in range(0, n, chunk):
         part = slice(start, start + chunk)
-        tau_lo, e_lo = _row_fit(proj, y[part], lo[part])
-        tau_hi, e_hi = _row_fit(proj, y[part], hi[part])
+        y_part = xp.asarray(y[part])
+        tau_lo, e_lo = map(xp.to_numpy, _row_fit(tables, y_part, xp.asarray(lo[part]), xp))
+        tau_hi, e_hi = map(xp.to_numpy, _row_fit(tables, y_part, xp.asarray(hi[part]), xp))
         w = weight[part]
         tau[part] = (1 - w) * tau_lo + w * tau_hi
         energy[part] = (1 - w) * e_lo + w * e_hi
@@ -437,31 +444,29 @@ def fit_fixed_b1(proj: Projector, y: np.ndarray, b1_index: np.ndarray, chunk: in
     return b, t, (b1_index - b).astype(np.float32), (tau - t).astype(np.float32), energy
 
 
-def _row_fit(proj: Projector, y: np.ndarray, rows: np.ndarray):
+def _row_fit(tables, y, rows, xp):
     """Fractional T2 index (parabola-refined) and energy of the best atom on each voxel's B1 row.
 
     The row is scanned in float32; the best atom and its two neighbours are rescored in float64
     for the parabola (see the float64 tables in `_tables`).
     """
-    m = y.shape[0]
-    tables = _tables(proj)
-    n_t = proj.u.shape[1]
-    best = np.argmax(_row_scores(tables, y, rows[:, None] * n_t + np.arange(n_t)[None, :], ""), axis=1)
-    near = np.clip(best[:, None] + np.arange(-1, 2)[None, :], 0, n_t - 1)
-    score = _row_scores(tables, y.astype(np.float64), rows[:, None] * n_t + near, "64")   # (m, 3)
-    r = np.arange(m)
-    centre = np.where(best == 0, 0, np.where(best == n_t - 1, 2, 1))
-    offset = _parabola(score[:, None, :], r, np.zeros(m, np.int64), centre, axis=2)
-    offset = np.where((best == 0) | (best == n_t - 1), 0.0, offset)
-    return best + offset, score[r, centre]
+    m, n_t = y.shape[0], tables["n_t"]
+    best = xp.argmax(_row_scores(tables, y, rows[:, None] * n_t + xp.arange(n_t)[None, :], "", xp), 1)
+    near = xp.clip(best[:, None] + xp.arange(-1, 2)[None, :], 0, n_t - 1)
+    score = _row_scores(tables, xp.as_float64(y), rows[:, None] * n_t + near, "64", xp)   # (m, 3)
+    r = xp.arange(m)
+    centre = xp.where(best == 0, 0, xp.where(best == n_t - 1, 2, 1))
+    offset = _parabola(score[:, None, :], r, xp.zeros(m, "int64"), centre, 2, xp)
+    offset = xp.where((best == 0) | (best == n_t - 1), 0.0, offset)
+    return xp.as_float64(best) + offset, score[r, centre]
 
 
-def _row_scores(tables, y, atoms, suffix):
+def _row_scores(tables, y, atoms, suffix, xp):
     """Constrained energies of voxels y (m, K) at atoms (m, a) of the flattened table."""
-    cu = np.einsum("mak,mk->ma", np.take(tables["u" + suffix], atoms, axis=0), y)
+    cu = xp.einsum("mak,mk->ma", xp.take(tables["u" + suffix], atoms), y)
     if tables["f_hat_t"] is None:
-        return np.square(np.maximum(cu, 0))
+        return xp.square(xp.relu(cu))
     rows = atoms[:, 0] // tables["n_t"]
-    cf = np.einsum("mk,mk->m", np.take(tables["f_hat_t" + suffix].T, rows, axis=0), y)[:, None]
-    return _energy(np.broadcast_to(cf, cu.shape), cu, np.take(tables["u_norm" + suffix], atoms),
-                   np.take(tables["g" + suffix], atoms), np.take(tables["w_norm" + suffix], atoms))
+    cf = xp.einsum("mk,mk->m", xp.take(tables["f_hat_t" + suffix].T, rows), y)[:, None]
+    return _energy(cf, cu, xp.take(tables["u_norm" + suffix], atoms), xp.take(tables["g" + suffix], atoms),
+                   xp.take(tables["w_norm" + suffix], atoms), xp)
