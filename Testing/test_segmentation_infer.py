@@ -159,3 +159,16 @@ def test_neighbouring_slices_vote():
     votes = np.zeros((2, 3, 1, 1)); votes[0] = 0.7; votes[1] = 0.3
     votes[:, 1] = np.array([0.45, 0.55])[:, None, None]
     assert smooth_across_slices(votes)[:, 1].argmax(0).item() == 0
+
+
+def test_slices_past_the_thighs_get_no_muscle(exam):
+    """Two slices of pure background noise appended to the phantom: nothing is labelled there,
+    and the thigh slices keep their muscles."""
+    image = exam.t1w
+    rng = np.random.default_rng(3)
+    background = np.abs(rng.normal(0, 0.02 * float(image.array.max()), (2,) + image.array.shape[1:]))
+    extended = Volume(np.concatenate([image.array, background]).astype(np.float32), image.spacing_mm,
+                      image.origin_mm, image.direction)
+    labels = segment_muscles(extended).array
+    assert not labels[-2:].any()
+    assert len(np.unique(labels[:-2])) == 23

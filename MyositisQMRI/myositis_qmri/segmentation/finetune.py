@@ -29,7 +29,7 @@ def case_slices(image: Volume, labels: Volume, header: dict):
     """Normalised crops (n, 1, s, s), targets (n, 1, s, s) and the input slice index of each."""
     spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
     labels = align_labels_to(labels, image)
-    grid_image, grid, windows, crops = leg_crops(image, spacing, size)
+    grid_image, grid, _, windows, crops = leg_crops(image, spacing, size)
     label_grid = sitk.GetArrayFromImage(model_grid_image(labels, spacing, "nearest"))
     # Input slice index of each model-grid slice (reorientation may reverse the slice order).
     to_input = []
