@@ -93,7 +93,7 @@ def _deform(rng, labels: np.ndarray, out_size: int, strength: float = 1.0) -> np
     return ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0)
 
 
-def _add_tissues(rng, labels: np.ndarray, spacing_mm: float) -> np.ndarray:
+def add_tissues(rng, labels: np.ndarray, spacing_mm: float) -> np.ndarray:
     """Tissue map: muscles 1..11, other leg, plus fat, skin, femur, unlabelled muscle, vessels."""
     tissue = labels.astype(np.uint8).copy()
     own = (labels >= 1) & (labels <= N_MUSCLES)
@@ -179,7 +179,7 @@ def _tissue_intensities(rng) -> tuple[np.ndarray, np.ndarray]:
 def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """One random image (out_size^2, float32, roughly 0..1) and its target (0..11) from a label crop."""
     warped = _deform(rng, labels, out_size)
-    tissue = _add_tissues(rng, warped, spacing_mm)
+    tissue = add_tissues(rng, warped, spacing_mm)
     means, stds = _tissue_intensities(rng)
     image = means[tissue] + stds[tissue] * rng.normal(0, 1, tissue.shape)
     # Within-tissue texture (fat marbling, fibres).

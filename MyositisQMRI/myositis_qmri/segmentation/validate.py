@@ -4,7 +4,7 @@ The training loop validates on single synthetic slices with random contrast. Thi
 the question a user asks: given a whole thigh volume in a familiar contrast, how well does
 `segment_muscles` (orientation, leg split, resampling, test-time augmentation, post-processing)
 recover the muscles? Each held-out label map is rendered slice by slice with the training
-tissue model (synth._add_tissues: fat, skin, femur, fascia...) and fixed T1w-, water- and
+tissue model (synth.add_tissues: fat, skin, femur, fascia...) and fixed T1w-, water- and
 STIR-like intensities, plus a smooth coil bias and Rician noise.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ def tissue_map(muscles_zyx: np.ndarray, spacing_mm: float, seed: int) -> np.ndar
             own = np.zeros_like(muscles_zyx[z])
             own[:, a:b] = muscles_zyx[z, :, a:b]
             other = np.where((muscles_zyx[z] > 0) & (own == 0), synth.OTHER_LEG, 0).astype(np.uint8)
-            drawn = synth._add_tissues(np.random.default_rng([seed, z]), own + other, spacing_mm)
+            drawn = synth.add_tissues(np.random.default_rng([seed, z]), own + other, spacing_mm)
             tissue[z, :, a:b] = drawn[:, a:b]
     return tissue
 
