@@ -51,8 +51,8 @@ class RunOptions:
 
     def __post_init__(self):
         # checked here, before discovery, so a cohort fails on the command line rather than per study
-        if self.b1_smoothing_mm is not None and not 0 <= float(self.b1_smoothing_mm) <= 500:
-            raise InputError("--b1-smoothing", f"expected a FWHM of 0-500 mm, got {self.b1_smoothing_mm}")
+        from .maps.t2.b1map import checked_b1_smoothing_mm
+        self.b1_smoothing_mm = checked_b1_smoothing_mm(self.b1_smoothing_mm)
 
     @classmethod
     def from_any(cls, options) -> "RunOptions":
@@ -97,7 +97,7 @@ def t2_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume |
         _record(summary, "t2", "reused", f"existing {target.relative_to(out)}", t2=target)
         return read_volume(target), mese
     if mese is not None:
-        from .maps.t2 import fit_water_t2
+        from .maps.t2 import fit_water_t2, write_fit_info
         step(f"t2: fitting water T2 ({opts.t2_model}) on '{mese.description}' ({mese.n_echoes} echoes)")
         series = mese.to_echo_series(ImageKind.MAGNITUDE)
         maps = fit_water_t2(series, model=opts.t2_model, profile=opts.t2_profile, fat_t2_ms=opts.fat_t2_ms,
@@ -116,16 +116,6 @@ def t2_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume |
     _record(summary, "t2", "skipped", "no multi-echo spin-echo series or scanner T2 map in the study: "
                                       "the report will have no edema grades")
     return None, None
-
-
-def write_fit_info(maps, series, written: dict, path: Path) -> Path:
-    """t2_fit.json as `myositis-qmri t2` writes it: the fit's settings as applied (device resolved,
-    B1 smoothing and its outcome, noise, slice profile) and the echo times, source and outputs."""
-    info = dict(maps.info)
-    info.update(echo_times_ms=list(series.echo_times_ms), source=maps.water_t2_ms.metadata.get("source"),
-                outputs={k: Path(p).name for k, p in written.items()})
-    write_text_atomic(path, json.dumps(info, indent=2, default=str))
-    return path
 
 
 def gre_magnitude_phase(study):

@@ -112,7 +112,8 @@ def _import_scanner_t2(args, mask) -> int:
 
 def main(args) -> int:
     from ..io.load import load_volume
-    from ..maps.t2 import fit_water_t2
+    from ..maps.t2 import fit_water_t2, write_fit_info
+    from ..maps.t2.b1map import checked_b1_smoothing_mm
 
     mask = load_volume(args.mask) if args.mask else None
     if _is_scanner_t2_map(args):
@@ -124,17 +125,12 @@ def main(args) -> int:
     if args.refocusing_ratio is not None:
         options["refocusing_width_ratio"] = _refocusing_ratio(args.refocusing_ratio)
     if args.b1_smoothing is not None:
-        if not 0 <= args.b1_smoothing <= 500:
-            raise InputError("--b1-smoothing", f"expected a FWHM of 0-500 mm, got {args.b1_smoothing}")
-        options["b1_smoothing_mm"] = args.b1_smoothing
+        options["b1_smoothing_mm"] = checked_b1_smoothing_mm(args.b1_smoothing)
     step(f"fitting {args.model} T2 on {series.n_echoes} echoes")
     maps = fit_water_t2(series, mask=mask, model=args.model, profile=args.profile,
                         fat_t2_ms=_fat_t2(args.fat_t2), fat_suppressed=True if args.fat_suppressed else None,
                         drop_first_echo=args.drop_first_echo, source=args.input[0], **options)
     paths = maps.write(args.out)
-    info = {k: v for k, v in maps.info.items()}
-    info.update(echo_times_ms=list(series.echo_times_ms), source=maps.water_t2_ms.metadata["source"],
-                outputs={k: Path(p).name for k, p in paths.items()})
-    write_text_atomic(Path(args.out) / "t2_fit.json", json.dumps(info, indent=2, default=str))
+    write_fit_info(maps, series, paths, Path(args.out) / "t2_fit.json")
     step(f"wrote {', '.join(Path(p).name for p in paths.values())} to {args.out}")
     return 0

@@ -22,6 +22,7 @@ import numpy as np
 from ...errors import InputError
 from ...geometry import resample_to
 from ...io.echo_times import require_uniform_spacing
+from ...io.atomic import write_text_atomic
 from ...io.nifti import write_volume
 from ...progress import Progress
 from ...volume import EchoSeries, Volume
@@ -35,7 +36,7 @@ from .dictionary import SequenceModel, build_dictionary, simulate_trains
 from .fitting import epg_projector, fit_signals, projector_from
 from .projection import Projector
 
-__all__ = ["T2Maps", "fit_water_t2", "fit_signals", "epg_projector", "SequenceModel", "build_dictionary",
+__all__ = ["T2Maps", "fit_water_t2", "write_fit_info", "fit_signals", "epg_projector", "SequenceModel", "build_dictionary",
            "mask_on_grid", "calibrate_refocusing_ratio", "calibrate_slice_profile", "calibration_voxels",
            "REFOCUSING_RATIO_CANDIDATES"]
 
@@ -65,6 +66,17 @@ class T2Maps:
         out_dir.mkdir(parents=True, exist_ok=True)
         return {name: write_volume(getattr(self, name), out_dir / filename, np.float32)
                 for name, filename in OUTPUT_FILES.items()}
+
+
+def write_fit_info(maps: T2Maps, series: EchoSeries, written: dict, path: str | Path) -> Path:
+    """t2_fit.json: the fit's settings as applied (device resolved, slice profile, noise, B1
+    smoothing and its outcome), the echo times, the source and the map files written."""
+    import json
+    info = dict(maps.info)
+    info.update(echo_times_ms=list(series.echo_times_ms), source=maps.water_t2_ms.metadata.get("source"),
+                outputs={k: Path(p).name for k, p in written.items()})
+    write_text_atomic(path, json.dumps(info, indent=2, default=str))
+    return Path(path)
 
 
 def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "epg",

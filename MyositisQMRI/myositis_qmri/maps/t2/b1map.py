@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage, stats
 
+from ...errors import InputError
+
 DEFAULT_B1_SMOOTHING_MM = None   # see fit_water_t2 / `myositis-qmri t2 --b1-smoothing`
 MAX_FF_PERCENT = 50.0            # B1 of fat-dominated voxels is poorly determined
 OUTLIER_B1 = 0.1                 # second pass: weight 1 / (1 + (deviation / OUTLIER_B1)^2)
@@ -21,6 +23,16 @@ F_TEST_LEVEL = 0.01
 # smoothing is then skipped. The real calf deviates by about 0.02, simulated smooth fields by
 # 0.01-0.06 (SNR 100-50), independently simulated voxels by 0.10-0.15.
 MAX_B1_DEVIATION = 0.08
+MAX_B1_SMOOTHING_MM = 500.0
+
+
+def checked_b1_smoothing_mm(fwhm_mm):
+    """The --b1-smoothing FWHM (mm) as a float, or None; InputError outside 0-MAX_B1_SMOOTHING_MM."""
+    if fwhm_mm is None:
+        return None
+    if not 0 <= float(fwhm_mm) <= MAX_B1_SMOOTHING_MM:
+        raise InputError("--b1-smoothing", f"expected a FWHM of 0-{MAX_B1_SMOOTHING_MM:.0f} mm, got {fwhm_mm}")
+    return float(fwhm_mm)
 
 
 def smooth_b1(b1: np.ndarray, fit_mask: np.ndarray, ff_percent: np.ndarray, spacing_mm, fwhm_mm: float,
