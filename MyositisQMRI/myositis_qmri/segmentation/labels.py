@@ -74,25 +74,30 @@ ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"   # the Slicer anatomic 
 SARTORIUS = Code("SCT", "12595009", "Sartorius muscle")
 #   SlicerTotalSegmentator Resources/totalsegmentator_snomed_mapping.csv, rows sartorius_left/right.
 RECTUS_FEMORIS = Code("SCT", "72226001", "Rectus femoris muscle")
-#   SNOMED CT International 2024-10-01 expansion of the PH road-safety FHIR IG body-site value set
-#   ("Rectus Femoris Muscle"); the same code is an EHR's immunisation site "Rectus femoris structure".
+#   A terminology server's expansion against SNOMED CT International 2024-10-01 (UPM-NTHC/
+#   PH-RoadSafetyIG, SILPH List of Body Sites value set): "Rectus femoris muscle structure".
 VASTUS_LATERALIS = Code("SCT", "1403006", "Vastus lateralis muscle")
 #   HL7 FHIR R4 (4.0.1) ValueSet approach-site-codes: "Vastus lateralis muscle".
 VASTUS_MEDIALIS = Code("SCT", "3478008", "Vastus medialis muscle")
 #   HL7 FHIR R4 ValueSet approach-site-codes: "Structure of vastus medialis muscle".
 GRACILIS = Code("SCT", "2577006", "Gracilis muscle")
 #   HL7 FHIR R4 ValueSet approach-site-codes: "Structure of gracilis muscle".
-# Vastus intermedius, adductor magnus, biceps femoris long and short heads, semitendinosus and
-# semimembranosus have SNOMED CT concepts, but no source we could read gives their codes
+VASTUS_INTERMEDIUS = Code("SCT", "181682001", "Entire vastus intermedius muscle")
+#   A FHIR terminology server's cached SNOMED CT answer (Minsal-CL/R2BO input/txcache/snomed.cache):
+#   "Entire vastus intermedius muscle". An "entire" concept, a subtype of the structure concept that
+#   DICOM prefers; no source we could read gives that structure code.
+# Adductor magnus, biceps femoris long and short heads, semitendinosus and semimembranosus have
+# SNOMED CT concepts, but no source we could read gives their codes with SNOMED's own wording
 # (Slicer's and DICOM's lists stop at "Muscle of lower limb"; TotalSegmentator codes only the
-# quadriceps, the sartorius and the medial and posterior compartments). They keep the private code
-# from `type_code` until a code can be copied from a SNOMED CT release or browser.
+# quadriceps, the sartorius and the medial and posterior compartments; Uberon's cross-references,
+# adductor magnus 181688002 and semitendinosus 181685004, are marked unverified there). They keep
+# the private code from `type_code` until a code can be copied from a SNOMED CT release or browser.
 
 MUSCLES: tuple[Muscle, ...] = (
     Muscle(1, "sartorius", "Sartorius", "SAR", (230, 159, 0), SARTORIUS, "anterior"),
     Muscle(2, "rectus_femoris", "Rectus femoris", "RF", (213, 94, 0), RECTUS_FEMORIS, "anterior"),
     Muscle(3, "vastus_lateralis", "Vastus lateralis", "VL", (204, 121, 167), VASTUS_LATERALIS, "anterior"),
-    Muscle(4, "vastus_intermedius", "Vastus intermedius", "VI", (0, 114, 178), None, "anterior"),
+    Muscle(4, "vastus_intermedius", "Vastus intermedius", "VI", (0, 114, 178), VASTUS_INTERMEDIUS, "anterior"),
     Muscle(5, "vastus_medialis", "Vastus medialis", "VM", (86, 180, 233), VASTUS_MEDIALIS, "anterior"),
     Muscle(6, "adductor_magnus", "Adductor magnus", "AM", (0, 158, 115), None, "medial"),
     Muscle(7, "gracilis", "Gracilis", "GR", (240, 228, 66), GRACILIS, "medial"),
