@@ -44,28 +44,44 @@ def test_noise_free_voxels_are_recovered(profile, b1_max):
 
 @pytest.mark.parametrize("profile,b1_max", [("3d", 1.0), ("2d", 1.2)])
 def test_rician_noise_snr50_bias(profile, b1_max):
+    """The issue's bounds over water T2 20-60 ms, FF 0-60 %, B1 0.6-b1_max at SNR 50."""
     rng = np.random.default_rng(1)
     seq, t2, ff, b1, signals = _voxels(profile, 8000, rng, b1_max)
     noisy, noise_power = _rician(signals, 50, rng)
     fit = fit_signals(epg_projector(seq), noisy, noise_power)
-    assert abs(np.median(fit["t2"] - t2)) <= 0.5
-    low_ff = ff < 0.2   # where water T2 is well determined the mean bias is small too
-    assert abs(np.mean(fit["t2"][low_ff] - t2[low_ff])) <= 0.5
-    if profile == "3d":   # the issue's bound on the mean over the whole range (T2, FF 0-60 %, B1)
-        assert abs(np.mean(fit["t2"] - t2)) <= 0.5
-    else:
-        # 2d, B1 free per voxel: the exact maximum-likelihood estimate (brute force on a 4x finer
-        # grid) itself has a mean bias of +0.63 ms here, median -0.08: at FF 40-60 % water T2 is
-        # right-skewed (as much with Gaussian noise, so not the noise floor) and the B1 > 1
-        # branch of the slice-selective model is nearly flat. The search reaches +0.68 ms; with
-        # B1 known (smoothed over a smooth field) the bias is within 0.5 ms, see
-        # test_smoothed_b1_refit_on_a_smooth_field.
-        assert abs(np.mean(fit["t2"] - t2)) <= 0.8
+    assert abs(np.mean(fit["t2"] - t2)) <= 0.5
+    # the bias correction makes T2 mean-unbiased; the median of the skewed error then sits a
+    # little below zero (-0.45 ms in 2d here, from -0.04 ms for uncorrected maximum likelihood)
+    assert abs(np.median(fit["t2"] - t2)) <= 0.6
+    low_ff = ff < 0.2   # fat clipped at zero pulls water T2 down a little (-0.47 ms in 2d here)
+    assert abs(np.mean(fit["t2"][low_ff] - t2[low_ff])) <= 0.6
     assert abs(np.mean(fit["ff"] - 100 * ff)) <= 2.0
     assert abs(np.mean(fit["b1"] - b1)) <= 0.03
     # the Cramer-Rao bound tracks the observed spread (same order of magnitude)
     spread = np.std(fit["t2"][low_ff] - t2[low_ff])
     assert 0.3 * spread < np.median(fit["crlb"][low_ff]) < 3 * spread
+
+
+@pytest.mark.parametrize("profile,b1_max", [("3d", 1.0), ("2d", 1.2)])
+def test_bias_correction_across_snr(profile, b1_max):
+    """Maximum likelihood reads water T2 long on average where fat competes for the decay; the
+    second-order (Box) correction removes that mean bias from SNR 25 to 100, and where the
+    expansion no longer holds (low SNR) it switches itself off rather than overshooting.
+    Peer: the same fit without the correction."""
+    rng = np.random.default_rng(3)
+    seq, t2, ff, b1, signals = _voxels(profile, 10000, rng, b1_max)
+    proj = epg_projector(seq)
+    fatty = ff >= 0.5
+    for snr in (25, 35, 50, 100):
+        noisy, noise_power = _rician(signals, snr, np.random.default_rng(snr))
+        raw = fit_signals(proj, noisy, noise_power, bias_correction=False)["t2"] - t2
+        corrected = fit_signals(proj, noisy, noise_power)["t2"] - t2
+        assert abs(np.mean(corrected)) <= 0.5, snr
+        assert abs(np.mean(corrected)) < abs(np.mean(raw)) or abs(np.mean(raw)) < 0.1, snr
+        assert np.std(corrected) < 1.05 * np.std(raw), snr
+        if snr == 50:
+            assert np.mean(raw[fatty]) > 0.8          # the effect is there to correct
+            assert abs(np.mean(corrected[fatty])) < 0.7 * np.mean(raw[fatty])
 
 
 def test_search_finds_the_grid_maximum_likelihood_atom():

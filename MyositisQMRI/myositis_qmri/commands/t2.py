@@ -43,6 +43,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="dictionary fit on numpy (cpu) or torch on a CUDA GPU; auto uses the GPU "
                              "when torch sees one")
+    parser.add_argument("--no-bias-correction", action="store_true",
+                        help="report the plain maximum-likelihood water T2 (median-unbiased, but its mean "
+                             "reads long in fatty muscle) instead of the bias-corrected one (mean-unbiased)")
 
 
 def _load(inputs, te_ms):
@@ -121,7 +124,7 @@ def main(args) -> int:
     te_ms = parse_te_ms_argument(args.te_ms)
     step(f"reading {', '.join(args.input)}")
     series = _load(args.input, te_ms)
-    options = {"device": args.device}
+    options = {"device": args.device, "bias_correction": not args.no_bias_correction}
     if args.refocusing_ratio is not None:
         options["refocusing_width_ratio"] = _refocusing_ratio(args.refocusing_ratio)
     if args.b1_smoothing is not None:

@@ -6,7 +6,8 @@ subcutaneous fat (`fat_t2_ms="auto"`), water and fat amplitudes solved linearly 
 projection, see `projection` and `fitting`). The 2d slice profile (refocusing/excitation width
 ratio, or 3d where the headers do not say) is calibrated per series and changed only when
 another model fits clearly better (`calibration`). The background noise floor is measured and
-taken out before fitting (`noise`). Optionally B1 is smoothed in plane and water T2 refitted
+taken out before fitting (`noise`), and the second-order bias of the maximum-likelihood water T2
+is subtracted where its expansion holds (`projection.t2_precision`). Optionally B1 is smoothed in plane and water T2 refitted
 with it (`b1map`). The search runs in numpy, or in torch on a CUDA GPU (`device`,
 `torch_fit`). `model="mono"` fits exp(-TE/T2); a fat-suppressed series gets a
 single-component water fit with B1. Work proceeds in slabs of slices, so memory stays
@@ -33,7 +34,7 @@ from .calibration import (REFOCUSING_RATIO_CANDIDATES, calibrate_refocusing_rati
                           calibration_voxels)
 from .device import resolve_device
 from .dictionary import SequenceModel, build_dictionary, simulate_trains
-from .fitting import epg_projector, fit_signals, projector_from
+from .fitting import MAX_BIAS_CORRECTION_CRLB, epg_projector, fit_signals, projector_from
 from .projection import Projector
 
 __all__ = ["T2Maps", "fit_water_t2", "write_fit_info", "fit_signals", "epg_projector", "SequenceModel", "build_dictionary",
@@ -42,6 +43,7 @@ __all__ = ["T2Maps", "fit_water_t2", "write_fit_info", "fit_signals", "epg_proje
 
 SLAB_VOXELS = 262144
 MONO_T2_RANGE_MS = (5.0, 1000.0)
+BIAS_CORRECTION_NAME = f"second-order (Box 1971), where |bias| <= {MAX_BIAS_CORRECTION_CRLB} Cramer-Rao bounds"
 FAT_T2_CANDIDATES_MS = np.arange(96.0, 305.0, 8.0)
 OUTPUT_FILES = {"water_t2_ms": "t2w.nii.gz", "ff_percent": "ffmese.nii.gz", "b1": "b1.nii.gz",
                 "residual": "residual.nii.gz", "t2_crlb_ms": "t2w_crlb.nii.gz"}
@@ -86,7 +88,8 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
                  refocusing_width_ratio: float | str = "auto",
                  pulse_shape: str = SequenceModel.pulse_shape,
                  b1_smoothing_mm: float | None = DEFAULT_B1_SMOOTHING_MM, device: str = "auto",
-                 slab_voxels: int = SLAB_VOXELS, source: str | None = None) -> T2Maps:
+                 bias_correction: bool = True, slab_voxels: int = SLAB_VOXELS,
+                 source: str | None = None) -> T2Maps:
     """Fit water T2 (ms), FF (%), B1 and fit-quality maps for a magnitude MESE series.
 
     profile: "2d" (slice-selective) or "3d"; None takes it from metadata MRAcquisitionType, and
@@ -98,6 +101,9 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
     b1_smoothing_mm: FWHM of the in-plane smoothing of B1 before water T2 is refitted with B1
     fixed (see `b1map`); None or 0 reports the voxel-wise B1.
     device: "auto" (torch on CUDA when available, else numpy), "cpu" or "cuda".
+    bias_correction: EPG model only; subtract the second-order bias of the maximum-likelihood
+    water T2 where the expansion holds (see `fitting.MAX_BIAS_CORRECTION_CRLB`), so that means
+    over a muscle are unbiased; the mono model stays the plain reference fit.
     """
     source = source or (series.metadata.get("source_files") or [None])[0]
     if model not in ("epg", "mono"):
@@ -149,15 +155,17 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
         if calibration is not None:
             info["slice_profile_calibration"] = calibration
     smoothing = float(b1_smoothing_mm or 0.0) if model == "epg" else 0.0
+    correct = bool(bias_correction) and model == "epg"
     info.update(model=model, profile=profile if model == "epg" else None, noise_power=noise_power,
                 noise_background_voxels=n_background, fat_suppressed=bool(fat_suppressed),
                 drop_first_echo=bool(first_echo), device=device,
-                b1_smoothing_fwhm_mm=smoothing if smoothing > 0 else None)
+                b1_smoothing_fwhm_mm=smoothing if smoothing > 0 else None,
+                t2_bias_correction=BIAS_CORRECTION_NAME if correct else None)
     maps = _fit_volume(proj, array[first_echo:], fit_mask, noise_power, slab_voxels,
-                       fit_b1=model == "epg", device=device)
+                       fit_b1=model == "epg", device=device, bias_correction=correct)
     if smoothing > 0:
         maps, info["b1_smoothing"] = _refit_smooth_b1(proj, array, fit_mask, noise_power, slab_voxels, maps,
-                                                      series.spacing_mm, smoothing, device)
+                                                      series.spacing_mm, smoothing, device, correct)
     return _to_volumes(maps, fit_mask, series, info, measures_ff=proj.has_fat,
                        measures_b1=model == "epg")
 
@@ -284,7 +292,7 @@ def _mono_projector(te_ms):
 
 
 def _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1, device="cpu", b1=None,
-                label="water T2 fit"):
+                label="water T2 fit", bias_correction=True):
     """Fit every voxel of fit_mask, slab by slab; b1 (a map on the grid) fixes B1 per voxel."""
     n_z = array.shape[1]
     out = {k: np.zeros(fit_mask.shape, np.float32) for k in ("t2", "ff", "b1", "residual", "crlb")}
@@ -299,7 +307,8 @@ def _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1, device=
             if slab_mask.any():
                 signals = array[:, z:z_end][:, slab_mask].T
                 fixed = None if b1 is None else b1[z:z_end][slab_mask]
-                fitted = fit_signals(proj, signals, noise_power, fit_b1, b1=fixed, device=device)
+                fitted = fit_signals(proj, signals, noise_power, fit_b1, b1=fixed, device=device,
+                                     bias_correction=bias_correction)
                 for key in out:
                     out[key][z:z_end][slab_mask] = fitted[key]
                 progress.update(int(slab_mask.sum()))
@@ -307,7 +316,8 @@ def _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1, device=
     return out
 
 
-def _refit_smooth_b1(proj, array, fit_mask, noise_power, slab_voxels, maps, spacing_mm, fwhm_mm, device):
+def _refit_smooth_b1(proj, array, fit_mask, noise_power, slab_voxels, maps, spacing_mm, fwhm_mm, device,
+                     bias_correction=True):
     """Refit water T2 with B1 fixed at its smoothed map, voxel by voxel where the data allow it.
 
     A voxel keeps its free-B1 fit where fixing B1 worsens the fit significantly (an F test of
@@ -322,7 +332,7 @@ def _refit_smooth_b1(proj, array, fit_mask, noise_power, slab_voxels, maps, spac
                       "note": f"B1 map not smooth (median deviation {deviation:.3f} > {MAX_B1_DEVIATION}): "
                               "voxel-wise B1 kept"}
     fixed = _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1=False, device=device,
-                        b1=smooth, label="water T2 refit with smoothed B1")
+                        b1=smooth, label="water T2 refit with smoothed B1", bias_correction=bias_correction)
     accept = b1_fixed_acceptable(maps["residual"], fixed["residual"], array.shape[0]) & fit_mask
     out = {k: np.where(accept, fixed[k], maps[k]) for k in maps}
     return out, {**info, "voxels_with_smoothed_b1": int(accept.sum()),

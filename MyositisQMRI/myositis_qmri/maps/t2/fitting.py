@@ -1,8 +1,8 @@
 """Fit echo trains against a dictionary projector: B1 free, or B1 fixed per voxel.
 
 `fit_signals` takes (n, echoes) magnitude trains, removes the noise floor, normalises each
-train, and returns water T2 (ms), FF (%), B1, the normalised residual, the Cramer-Rao bound of
-T2 and the water and fat amplitudes. With `b1` given, each voxel is fitted on the dictionary
+train, and returns water T2 (ms; maximum likelihood less its second-order bias), FF (%), B1,
+the normalised residual, the Cramer-Rao bound of T2 and the water and fat amplitudes. With `b1` given, each voxel is fitted on the dictionary
 rows around its own B1 (used after B1 has been smoothed, see `b1map`).
 """
 from __future__ import annotations
@@ -12,19 +12,25 @@ import numpy as np
 from ..relaxation import FAT_T2_MS
 from .dictionary import EpgDictionary, SequenceModel, build_dictionary
 from .noise import remove_noise_floor
-from .projection import Projector, amplitudes, fit_compressed, fit_fixed_b1, map_chunks, t2_crlb
+from .projection import Projector, amplitudes, fit_compressed, fit_fixed_b1, map_chunks, t2_precision
 
 FIT_KEYS = ("t2", "ff", "b1", "residual", "crlb", "water", "fat")
+# The second-order (Box) bias of water T2 is subtracted only where it is small against the
+# first-order spread, |bias| <= this many Cramer-Rao bounds: the bias grows as sigma^2 and the
+# bound as sigma, so as SNR falls the O(sigma^2) expansion stops holding voxel by voxel, and
+# the correction then overshoots (clipping it at 0.5 bounds instead read -1.6 ms at SNR 25).
+MAX_BIAS_CORRECTION_CRLB = 0.3
 
 
 def fit_signals(proj: Projector, signals: np.ndarray, noise_power: float = 0.0, fit_b1: bool = True,
-                b1=None, device: str = "cpu") -> dict:
+                b1=None, device: str = "cpu", bias_correction: bool = True) -> dict:
     """Fit (n, echoes) magnitude trains; returns dict of (n,) arrays (t2, ff, b1, residual, crlb,
     water, fat; residual relative to the train's norm).
 
     b1: None (B1 searched), or (n,) fixed relative B1 per voxel. device: "cpu" (numpy, chunks in
     parallel threads, see `projection.map_chunks`) or a torch device ("cuda", "torch-cpu" for
-    torch on the CPU); see `resolve_device`.
+    torch on the CPU); see `resolve_device`. bias_correction: subtract the second-order bias of
+    the maximum-likelihood T2 (see `projection.t2_precision`; needs noise_power > 0).
     """
     n = len(signals)
     out = {k: np.empty(n, np.float32) for k in FIT_KEYS}
@@ -34,13 +40,14 @@ def fit_signals(proj: Projector, signals: np.ndarray, noise_power: float = 0.0, 
         for start in range(0, n, step):
             part = None if b1 is None else b1[start:start + step]
             for key, values in _fit_chunk(proj, signals[start:start + step], noise_power, fit_b1, part,
-                                          device).items():
+                                          device, bias_correction).items():
                 out[key][start:start + step] = values
         return out
 
     def fit(start, stop):
         part = None if b1 is None else b1[start:stop]
-        for key, values in _fit_chunk(proj, signals[start:stop], noise_power, fit_b1, part).items():
+        for key, values in _fit_chunk(proj, signals[start:stop], noise_power, fit_b1, part,
+                                      bias_correction=bias_correction).items():
             out[key][start:stop] = values
 
     map_chunks(fit, n)
@@ -55,7 +62,7 @@ def normalised(signals: np.ndarray, noise_power: float):
 
 
 def _fit_chunk(proj: Projector, signals: np.ndarray, noise_power: float, fit_b1: bool, b1=None,
-               device: str = "cpu") -> dict:
+               device: str = "cpu", bias_correction: bool = True) -> dict:
     y_full, scale = normalised(signals, noise_power)
     y = proj.compress(y_full)
     if device != "cpu":
@@ -69,7 +76,8 @@ def _fit_chunk(proj: Projector, signals: np.ndarray, noise_power: float, fit_b1:
     else:
         b, t, b_off, t_off, energy = fit_fixed_b1(proj, y, b1_index(proj, b1))
     water, fat = amplitudes(proj, y, b, t)
-    return _maps(proj, y_full, scale, b, t, b_off, t_off, energy, water, fat, noise_power, fit_b1)
+    return _maps(proj, y_full, scale, b, t, b_off, t_off, energy, water, fat, noise_power, fit_b1,
+                 bias_correction)
 
 
 def b1_index(proj: Projector, b1) -> np.ndarray:
@@ -81,7 +89,8 @@ def b1_index(proj: Projector, b1) -> np.ndarray:
     return np.clip(np.nan_to_num(position, nan=0.0), 0, grid.size - 1).astype(np.float32)
 
 
-def _maps(proj, y_full, scale, b, t, b_off, t_off, energy, water, fat, noise_power, fit_b1) -> dict:
+def _maps(proj, y_full, scale, b, t, b_off, t_off, energy, water, fat, noise_power, fit_b1,
+          bias_correction) -> dict:
     t2 = proj.t2_grid_ms[t] * np.exp(t_off * _log_step(proj.t2_grid_ms, t, t_off))
     b1 = proj.b1_grid[b] + b_off * (proj.b1_grid[1] - proj.b1_grid[0] if proj.b1_grid.size > 1 else 0.0)
     total = water + fat
@@ -90,7 +99,10 @@ def _maps(proj, y_full, scale, b, t, b_off, t_off, energy, water, fat, noise_pow
         norm2 = np.einsum("ne,ne->n", y_full, y_full)
         residual = np.sqrt(np.maximum(norm2 - energy, 0) / np.maximum(norm2, 1e-20))
     sigma = np.sqrt(noise_power / 2.0) / scale if noise_power > 0 else np.zeros_like(scale)
-    crlb = t2_crlb(proj, b, t, water, fat, sigma, fit_b1)
+    crlb, bias = t2_precision(proj, b, t, water, fat, sigma, fit_b1)
+    if bias_correction:
+        limit = MAX_BIAS_CORRECTION_CRLB * crlb
+        t2 = t2 - np.where(np.abs(bias) <= limit, bias, 0.0)
     t2 = np.where(total > 0, t2, np.nan)
     return {"t2": t2.astype(np.float32), "ff": ff.astype(np.float32), "b1": b1.astype(np.float32),
             "residual": residual.astype(np.float32), "crlb": crlb.astype(np.float32),

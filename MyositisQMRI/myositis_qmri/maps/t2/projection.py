@@ -381,38 +381,79 @@ def amplitudes(proj: Projector, y: np.ndarray, b: np.ndarray, t: np.ndarray):
     return water_out.astype(np.float32), fat_out.astype(np.float32)
 
 
-def t2_crlb(proj: Projector, b, t, water, fat, sigma, fit_b1: bool = True):
-    """Cramer-Rao bound (same unit as the T2 grid) of T2 given per-echo noise `sigma` (n,).
+def t2_precision(proj: Projector, b, t, water, fat, sigma, fit_b1: bool = True):
+    """Cramer-Rao bound of T2 and the second-order bias of its estimate (both in ms), per voxel.
 
-    Jacobian columns: water train, fat train, a * dw/dlogT2, a * dw/dB1 + b * df/dB1; the
-    bound for T2 is sigma / |component of dS/dT2 orthogonal to the other columns|.
+    Parameters: water and fat amplitudes, T2 and (when searched) B1; the Jacobian and the
+    per-echo Hessians of the model come from central differences on the dictionary around
+    atom (b, t). With F = J'J / sigma^2 the Fisher information, the bound is sqrt(F^-1)_T2, and
+    Box's (1971) O(sigma^2) bias of a least-squares estimate is
+    -(sigma^2 / 2) (J'J)^-1 J' d,  d_e = trace((J'J)^-1 H_e).
+    The search is maximum likelihood, whose water T2 is skewed upwards where fat or B1 compete
+    for the same decay (the bias grows with FF and T2); `fitting` subtracts this estimate.
+    Where the fat amplitude sits on its bound (zero) it is not a free parameter, so the bias
+    is that of the water-only model there; the bound keeps fat as a nuisance everywhere.
+    sigma: per-echo noise (n,) in the units of the normalised trains.
     """
-    n_b, n_t = proj.w.shape[:2]
-    t_lo, t_hi = np.clip(t - 1, 0, n_t - 1), np.clip(t + 1, 0, n_t - 1)
-    dlog = np.log(proj.t2_grid_ms[t_hi] / proj.t2_grid_ms[t_lo])[:, None]
-    t2 = proj.t2_grid_ms[t][:, None]
-    d_t2 = water[:, None] * (proj.w[b, t_hi] - proj.w[b, t_lo]) / (dlog * t2)
-    others = [proj.w[b, t]]
+    diff = _dictionary_derivatives(proj, b, t, fit_b1)
+    a_w, a_f = water.astype(np.float64)[:, None], fat.astype(np.float64)[:, None]
+    crlb, bias = _box_terms(diff, a_w, a_f, sigma, proj.has_fat)
     if proj.has_fat:
-        others.append(proj.f[b])
-    if fit_b1 and n_b > 1:
-        b_lo, b_hi = np.clip(b - 1, 0, n_b - 1), np.clip(b + 1, 0, n_b - 1)
-        db = (proj.b1_grid[b_hi] - proj.b1_grid[b_lo])[:, None]
-        d_b1 = water[:, None] * (proj.w[b_hi, t] - proj.w[b_lo, t]) / db
+        no_fat = fat <= 0
+        if no_fat.any():
+            water_only = {k: v[no_fat] for k, v in diff.items()}
+            bias[no_fat] = _box_terms(water_only, a_w[no_fat], a_f[no_fat], sigma[no_fat], False)[1]
+    with np.errstate(invalid="ignore"):
+        return crlb.astype(np.float32), np.nan_to_num(bias).astype(np.float32)
+
+
+def _box_terms(diff: dict, a_w, a_f, sigma, with_fat: bool):
+    """(Cramer-Rao bound, Box bias) of T2 for the model with the given free parameters."""
+    names = ["aw"] + (["af"] if with_fat else []) + ["t2"] + (["b1"] if "wB" in diff else [])
+    fat_b1 = with_fat and "fB" in diff
+    column = {"aw": diff["w"], "af": diff.get("f"), "t2": a_w * diff["wT"]}
+    second = {("aw", "t2"): diff["wT"], ("t2", "t2"): a_w * diff["wTT"]}
+    if "b1" in names:
+        column["b1"] = a_w * diff["wB"] + (a_f * diff["fB"] if fat_b1 else 0.0)
+        second.update({("aw", "b1"): diff["wB"], ("t2", "b1"): a_w * diff["wTB"],
+                       ("b1", "b1"): a_w * diff["wBB"] + (a_f * diff["fBB"] if fat_b1 else 0.0)})
+        if fat_b1:
+            second[("af", "b1")] = diff["fB"]
+    jac = np.stack([column[p] for p in names], axis=2)               # (n, K, P)
+    inv = np.linalg.pinv(np.einsum("nkp,nkq->npq", jac, jac))
+    index = {p: i for i, p in enumerate(names)}
+    d = sum((1.0 if p == q else 2.0) * inv[:, index[p], index[q], None] * h for (p, q), h in second.items())
+    it = index["t2"]
+    bias = -0.5 * np.square(sigma) * np.einsum("np,np->n", inv[:, it], np.einsum("nkp,nk->np", jac, d))
+    return sigma * np.sqrt(np.maximum(inv[:, it, it], 0)), bias
+
+
+def _dictionary_derivatives(proj: Projector, b, t, fit_b1: bool) -> dict:
+    """Atoms and their first and second derivatives in T2 (per ms) and B1 at atoms (b, t), by
+    central differences one grid step away (atoms on an edge use the next one inside)."""
+    n_b, n_t = proj.w.shape[:2]
+    w = proj.w.astype(np.float64)
+    out = {"w": w[b, t]}
+    t = np.clip(t, 1, n_t - 2)
+    grid = proj.t2_grid_ms
+    h_up, h_down = (grid[t + 1] - grid[t])[:, None], (grid[t] - grid[t - 1])[:, None]
+    out["wT"] = (w[b, t + 1] - w[b, t - 1]) / (h_up + h_down)
+    out["wTT"] = 2 * (w[b, t + 1] / (h_up * (h_up + h_down)) - w[b, t] / (h_up * h_down)
+                      + w[b, t - 1] / (h_down * (h_up + h_down)))
+    if proj.has_fat:
+        out["f"] = proj.f[b].astype(np.float64)
+    if fit_b1 and n_b > 2:
+        b = np.clip(b, 1, n_b - 2)
+        h = (proj.b1_grid[1] - proj.b1_grid[0])
+        out["wB"] = (w[b + 1, t] - w[b - 1, t]) / (2 * h)
+        out["wBB"] = (w[b + 1, t] - 2 * w[b, t] + w[b - 1, t]) / h ** 2
+        out["wTB"] = (w[b + 1, t + 1] - w[b + 1, t - 1] - w[b - 1, t + 1] + w[b - 1, t - 1]) / (
+            2 * h * (h_up + h_down))
         if proj.has_fat:
-            d_b1 = d_b1 + fat[:, None] * (proj.f[b_hi] - proj.f[b_lo]) / db
-        others.append(d_b1)
-    q = []
-    for col in others:   # Gram-Schmidt over the nuisance columns
-        v = col.astype(np.float64)
-        for qi in q:
-            v = v - np.einsum("nk,nk->n", v, qi)[:, None] * qi
-        q.append(v / np.maximum(np.linalg.norm(v, axis=1), 1e-12)[:, None])
-    v = d_t2.astype(np.float64)
-    for qi in q:
-        v = v - np.einsum("nk,nk->n", v, qi)[:, None] * qi
-    with np.errstate(divide="ignore"):
-        return (sigma / np.linalg.norm(v, axis=1)).astype(np.float32)
+            f = proj.f.astype(np.float64)
+            out["fB"] = (f[b + 1] - f[b - 1]) / (2 * h)
+            out["fBB"] = (f[b + 1] - 2 * f[b] + f[b - 1]) / h ** 2
+    return out
 
 
 def fit_fixed_b1(proj: Projector, y: np.ndarray, b1_index: np.ndarray, chunk: int = 2048, xp=NUMPY):
