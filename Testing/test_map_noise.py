@@ -46,3 +46,28 @@ def test_no_background_reads_zero_not_a_tissue_level():
     noise = estimate_background_noise(echoes)
     assert noise.sigma == 0.0 and noise.power == 0.0 and noise.n_background < MIN_BACKGROUND_VOXELS
     assert noise_sigma(np.zeros((4, 32, 32))) == 0.0
+
+
+def _coil_echoes(rng, channels: int, shape=(4, 8, 64, 64)):
+    """Root-sum-of-squares magnitude of `channels` coils (per-channel noise SIGMA) over the disc."""
+    signal, disc = _echoes(rng, shape=shape)
+    signal = np.where(disc, 600.0, 0.0)[None, None] * np.ones(shape)
+    coils = signal[..., None] / np.sqrt(channels) + rng.normal(0, SIGMA, (*shape, channels))
+    return np.sqrt(np.sum(coils ** 2 + rng.normal(0, SIGMA, (*shape, channels)) ** 2, axis=-1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("channels", [1, 4, 8])
+def test_root_sum_of_squares_channels_are_read_from_the_background(channels):
+    """A noncentral-chi background of N coils: N, sigma and P = 2 N sigma^2 as simulated (a
+    Rayleigh-only estimator reads P 32 % high for 4 coils and 38 % for 8)."""
+    noise = estimate_background_noise(_coil_echoes(np.random.default_rng(channels), channels))
+    assert noise.channels == pytest.approx(channels, rel=0.05)
+    assert noise.sigma == pytest.approx(SIGMA, rel=0.03)
+    assert noise.power == pytest.approx(2 * channels * SIGMA ** 2, rel=0.03)
+
+
+def test_coarse_integer_background_is_read_as_one_channel():
+    """A background stored in a handful of integer levels (sigma about 2.5 counts, as in the real
+    calf MESE) cannot show its distribution's shape: one channel, the conservative reading."""
+    echoes = np.round(_coil_echoes(np.random.default_rng(3), 4) / 4.0)
+    assert estimate_background_noise(echoes).channels == 1.0

@@ -35,6 +35,7 @@ from .calibration import (REFOCUSING_RATIO_CANDIDATES, calibrate_refocusing_rati
 from .device import resolve_device
 from .dictionary import SequenceModel, build_dictionary, simulate_trains
 from .fitting import MAX_BIAS_CORRECTION_CRLB, epg_projector, fit_signals, projector_from
+from .noise import EchoNoise
 from .projection import Projector
 
 __all__ = ["T2Maps", "fit_water_t2", "write_fit_info", "fit_signals", "epg_projector", "SequenceModel", "build_dictionary",
@@ -84,7 +85,7 @@ def write_fit_info(maps: T2Maps, series: EchoSeries, written: dict, path: str | 
 def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "epg",
                  profile: str | None = None, fat_t2_ms: float | str = FAT_T2_MS,
                  fat_suppressed: bool | None = None, drop_first_echo: bool = False,
-                 noise_power: float | None = None,
+                 noise_power: float | EchoNoise | None = None,
                  refocusing_width_ratio: float | str = "auto",
                  pulse_shape: str = SequenceModel.pulse_shape,
                  b1_smoothing_mm: float | None = DEFAULT_B1_SMOOTHING_MM, device: str = "auto",
@@ -94,7 +95,8 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
 
     profile: "2d" (slice-selective) or "3d"; None takes it from metadata MRAcquisitionType, and
     where the metadata do not say, lets the calibration choose 3d when it fits clearly better.
-    noise_power: mean squared background magnitude; None estimates it from the background.
+    noise_power: mean squared background magnitude of a one-channel (Rician) background, or an
+    EchoNoise (power and root-sum-of-squares channels); None estimates both from the background.
     refocusing_width_ratio: 2d model refocusing / excitation slice width, or "auto" (default):
     calibrated on this series' bright low-fat voxels, kept at 1.2 unless another ratio fits
     clearly better (see `calibration`).
@@ -122,11 +124,11 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
     _check_slices(array, source)
 
     if noise_power is None:
-        noise = estimate_background_noise(array)
-        noise_power, n_background = noise.power, noise.n_background
+        background = estimate_background_noise(array)
+        noise, n_background = EchoNoise(background.power, background.channels), background.n_background
     else:
-        n_background = None
-    fit_mask = _fit_mask(array, mask, series.geometry, noise_power)
+        noise, n_background = EchoNoise.of(noise_power), None
+    fit_mask = _fit_mask(array, mask, series.geometry, noise.power)
     if not fit_mask.any():
         raise InputError(source, "no voxel to fit: the mask is empty or the images hold no signal")
 
@@ -147,24 +149,24 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
                             pulse_shape=pulse_shape, first_echo_ms=float(te[0]))
         calibration = None
         if auto_ratio and profile == "2d":
-            seq, calibration = _calibrated_sequence(seq, array, fit_mask, noise_power, fat_t2_ms, fat_suppressed,
+            seq, calibration = _calibrated_sequence(seq, array, fit_mask, noise, fat_t2_ms, fat_suppressed,
                                                     allow_3d=not profile_known)
             profile = seq.profile
-        proj, info = _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power)
+        proj, info = _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise)
         info["refocusing_width_ratio"] = seq.refocusing_width_ratio if profile == "2d" else None
         if calibration is not None:
             info["slice_profile_calibration"] = calibration
     smoothing = float(b1_smoothing_mm or 0.0) if model == "epg" else 0.0
     correct = bool(bias_correction) and model == "epg"
-    info.update(model=model, profile=profile if model == "epg" else None, noise_power=noise_power,
-                noise_background_voxels=n_background, fat_suppressed=bool(fat_suppressed),
+    info.update(model=model, profile=profile if model == "epg" else None, noise_power=noise.power,
+                noise_channels=noise.channels, noise_background_voxels=n_background, fat_suppressed=bool(fat_suppressed),
                 drop_first_echo=bool(first_echo), device=device,
                 b1_smoothing_fwhm_mm=smoothing if smoothing > 0 else None,
                 t2_bias_correction=BIAS_CORRECTION_NAME if correct else None)
-    maps = _fit_volume(proj, array[first_echo:], fit_mask, noise_power, slab_voxels,
+    maps = _fit_volume(proj, array[first_echo:], fit_mask, noise, slab_voxels,
                        fit_b1=model == "epg", device=device, bias_correction=correct)
     if smoothing > 0:
-        maps, info["b1_smoothing"] = _refit_smooth_b1(proj, array, fit_mask, noise_power, slab_voxels, maps,
+        maps, info["b1_smoothing"] = _refit_smooth_b1(proj, array, fit_mask, noise, slab_voxels, maps,
                                                       series.spacing_mm, smoothing, device, correct)
     return _to_volumes(maps, fit_mask, series, info, measures_ff=proj.has_fat,
                        measures_b1=model == "epg")
@@ -212,7 +214,7 @@ def mask_on_grid(mask: Volume, geometry) -> np.ndarray:
     return out
 
 
-def _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power):
+def _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise):
     info: dict = {"fat_t2_ms": None}
     if fat_suppressed:
         dictionary = build_dictionary(seq, FAT_T2_MS)
@@ -220,7 +222,7 @@ def _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power)
     if isinstance(fat_t2_ms, str):
         if fat_t2_ms != "auto":
             raise InputError("--fat-t2", f"expected a number of ms or 'auto', got {fat_t2_ms!r}")
-        fat_t2_ms, info["fat_t2_calibration"] = calibrate_fat_t2(seq, array, fit_mask, noise_power)
+        fat_t2_ms, info["fat_t2_calibration"] = calibrate_fat_t2(seq, array, fit_mask, noise)
     fat_t2_ms = float(fat_t2_ms)
     if not 20.0 <= fat_t2_ms <= 1000.0:
         raise InputError("--fat-t2", f"fat T2 {fat_t2_ms} ms is outside 20-1000 ms")
@@ -228,7 +230,7 @@ def _epg_projector(seq, array, fit_mask, fat_t2_ms, fat_suppressed, noise_power)
     return projector_from(build_dictionary(seq, fat_t2_ms), False), info
 
 
-def calibrate_fat_t2(seq: SequenceModel, array, fit_mask, noise_power, max_voxels: int = 2000):
+def calibrate_fat_t2(seq: SequenceModel, array, fit_mask, noise, max_voxels: int = 2000):
     """Fat T2 (ms) of this subject from its fattest voxels (subcutaneous fat).
 
     A first fit with the default fat T2 finds voxels read as >= 80 % fat with strong signal.
@@ -242,7 +244,7 @@ def calibrate_fat_t2(seq: SequenceModel, array, fit_mask, noise_power, max_voxel
     if signals.shape[0] > 20 * max_voxels:
         signals = signals[rng.choice(signals.shape[0], 20 * max_voxels, replace=False)]
     dictionary = build_dictionary(seq, FAT_T2_MS)
-    first = fit_signals(projector_from(dictionary, False), signals, noise_power)
+    first = fit_signals(projector_from(dictionary, False), signals, noise)
     strong = signals[:, 0] > np.percentile(signals[:, 0], 50)
     fatty = signals[(first["ff"] >= 80) & strong][:max_voxels]
     if fatty.shape[0] < 50:
@@ -252,7 +254,7 @@ def calibrate_fat_t2(seq: SequenceModel, array, fit_mask, noise_power, max_voxel
     def residual(fat_t2_ms: float) -> float:
         fat = simulate_trains(seq, float(fat_t2_ms), dictionary.b1_grid, seq.fat_t1_ms)
         proj = Projector.from_atoms(water[0], fat, water[1], water[2])
-        return float(np.nansum(np.square(fit_signals(proj, fatty, noise_power)["residual"])))
+        return float(np.nansum(np.square(fit_signals(proj, fatty, noise)["residual"])))
 
     # coarse candidates, then 2 ms steps around the best, then a parabola through the best three
     coarse = FAT_T2_CANDIDATES_MS
@@ -277,10 +279,10 @@ def _auto_ratio(value) -> bool:
     return False
 
 
-def _calibrated_sequence(seq, array, fit_mask, noise_power, fat_t2_ms, fat_suppressed, allow_3d):
+def _calibrated_sequence(seq, array, fit_mask, noise, fat_t2_ms, fat_suppressed, allow_3d):
     fat_t2 = FAT_T2_MS if isinstance(fat_t2_ms, str) else float(fat_t2_ms)
-    signals = calibration_voxels(seq, array, fit_mask, noise_power, fat_t2)
-    return calibrate_slice_profile(seq, signals, noise_power, fat_t2, fat_suppressed, allow_3d=allow_3d)
+    signals = calibration_voxels(seq, array, fit_mask, noise, fat_t2)
+    return calibrate_slice_profile(seq, signals, noise, fat_t2, fat_suppressed, allow_3d=allow_3d)
 
 
 def _mono_projector(te_ms):
@@ -291,7 +293,7 @@ def _mono_projector(te_ms):
     return Projector.from_atoms(trains, None, grid, np.array([1.0])), {"fat_t2_ms": None}
 
 
-def _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1, device="cpu", b1=None,
+def _fit_volume(proj, array, fit_mask, noise, slab_voxels, fit_b1, device="cpu", b1=None,
                 label="water T2 fit", bias_correction=True):
     """Fit every voxel of fit_mask, slab by slab; b1 (a map on the grid) fixes B1 per voxel."""
     n_z = array.shape[1]
@@ -307,7 +309,7 @@ def _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1, device=
             if slab_mask.any():
                 signals = array[:, z:z_end][:, slab_mask].T
                 fixed = None if b1 is None else b1[z:z_end][slab_mask]
-                fitted = fit_signals(proj, signals, noise_power, fit_b1, b1=fixed, device=device,
+                fitted = fit_signals(proj, signals, noise, fit_b1, b1=fixed, device=device,
                                      bias_correction=bias_correction)
                 for key in out:
                     out[key][z:z_end][slab_mask] = fitted[key]
@@ -316,7 +318,7 @@ def _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1, device=
     return out
 
 
-def _refit_smooth_b1(proj, array, fit_mask, noise_power, slab_voxels, maps, spacing_mm, fwhm_mm, device,
+def _refit_smooth_b1(proj, array, fit_mask, noise, slab_voxels, maps, spacing_mm, fwhm_mm, device,
                      bias_correction=True):
     """Refit water T2 with B1 fixed at its smoothed map, voxel by voxel where the data allow it.
 
@@ -331,7 +333,7 @@ def _refit_smooth_b1(proj, array, fit_mask, noise_power, slab_voxels, maps, spac
         return maps, {**info, "voxels_with_smoothed_b1": 0,
                       "note": f"B1 map not smooth (median deviation {deviation:.3f} > {MAX_B1_DEVIATION}): "
                               "voxel-wise B1 kept"}
-    fixed = _fit_volume(proj, array, fit_mask, noise_power, slab_voxels, fit_b1=False, device=device,
+    fixed = _fit_volume(proj, array, fit_mask, noise, slab_voxels, fit_b1=False, device=device,
                         b1=smooth, label="water T2 refit with smoothed B1", bias_correction=bias_correction)
     accept = b1_fixed_acceptable(maps["residual"], fixed["residual"], array.shape[0]) & fit_mask
     out = {k: np.where(accept, fixed[k], maps[k]) for k in maps}

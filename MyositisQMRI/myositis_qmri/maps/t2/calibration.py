@@ -23,6 +23,7 @@ import numpy as np
 from ..relaxation import FAT_T2_MS
 from .dictionary import SequenceModel, build_dictionary, default_grids
 from .fitting import fit_signals, normalised, projector_from
+from .noise import EchoNoise
 
 REFOCUSING_RATIO_CANDIDATES = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0)
 REFOCUSING_RATIO_STEP = 0.05   # the refined ratio is rounded to this, so its dictionary is reused
@@ -36,7 +37,7 @@ CALIBRATION_T2_RATIO = 1.04
 CALIBRATION_B1_STEP = 0.02
 
 
-def calibration_voxels(seq: SequenceModel, array, fit_mask, noise_power, fat_t2_ms: float = FAT_T2_MS,
+def calibration_voxels(seq: SequenceModel, array, fit_mask, noise, fat_t2_ms: float = FAT_T2_MS,
                        max_voxels: int = 5000, max_ff_percent: float = 10.0) -> np.ndarray:
     """Up to `max_voxels` bright, low-fat echo trains (n, echoes), picked deterministically.
 
@@ -44,8 +45,9 @@ def calibration_voxels(seq: SequenceModel, array, fit_mask, noise_power, fat_t2_
     median (high SNR, no partial volume with background; not above the median itself, which
     in a uniform-density phantom or simulation selects the fattest voxels). Low fat: FF below
     `max_ff_percent` in a first fit with `seq` as given, so the water train shape, which the
-    slice profile shapes, dominates the residual.
+    slice profile shapes, dominates the residual. noise: EchoNoise, or P of a Rician background.
     """
+    noise = EchoNoise.of(noise)
     rng = np.random.default_rng(0)
     # a fixed-seed subsample of the mask before gathering, so a large volume is never copied
     voxels = np.flatnonzero(fit_mask)
@@ -54,17 +56,17 @@ def calibration_voxels(seq: SequenceModel, array, fit_mask, noise_power, fat_t2_
     signals = np.asarray(array[(slice(None),) + np.unravel_index(voxels, fit_mask.shape)]).T
     first_echo = signals[:, 0]
     threshold = 0.2 * np.median(first_echo)
-    if noise_power > 0:
-        threshold = max(threshold, MIN_CALIBRATION_SNR * np.sqrt(noise_power / 2.0))
+    if noise.power > 0:
+        threshold = max(threshold, MIN_CALIBRATION_SNR * np.sqrt(noise.variance))
     signals = signals[first_echo > threshold]
     if signals.shape[0] > 4 * max_voxels:
         signals = signals[np.sort(rng.choice(signals.shape[0], 4 * max_voxels, replace=False))]
     proj = _calibration_projector(seq, fat_t2_ms, False)
-    first = fit_signals(proj, signals, noise_power)
+    first = fit_signals(proj, signals, noise)
     return signals[first["ff"] < max_ff_percent][:max_voxels]
 
 
-def calibrate_slice_profile(seq: SequenceModel, signals, noise_power: float, fat_t2_ms: float = FAT_T2_MS,
+def calibrate_slice_profile(seq: SequenceModel, signals, noise, fat_t2_ms: float = FAT_T2_MS,
                             fat_suppressed: bool = False, candidates=REFOCUSING_RATIO_CANDIDATES,
                             allow_3d: bool = False):
     """The sequence model (2d ratio, or 3d when `allow_3d`) that best explains `signals`.
@@ -73,8 +75,9 @@ def calibrate_slice_profile(seq: SequenceModel, signals, noise_power: float, fat
     docstring). The winning 2d ratio is refined by a parabola in log(residual) over log(ratio)
     through it and its neighbours and rounded to REFOCUSING_RATIO_STEP. Returns
     (sequence model, calibration dict with the residual curve and the decision). Fewer than
-    MIN_VOXELS voxels: `seq` unchanged.
+    MIN_VOXELS voxels: `seq` unchanged. noise: EchoNoise, or P of a Rician background.
     """
+    noise = EchoNoise.of(noise)
     signals = np.asarray(signals, dtype=np.float32)
     default = float(seq.refocusing_width_ratio)
     if signals.shape[0] < MIN_VOXELS:
@@ -86,17 +89,17 @@ def calibrate_slice_profile(seq: SequenceModel, signals, noise_power: float, fat
     if allow_3d:
         models.append(replace(seq, profile="3d", refocusing_width_ratio=SequenceModel.refocusing_width_ratio))
         labels.append("3d")
-    floor_free, scale = normalised(signals, noise_power)
+    floor_free, scale = normalised(signals, noise)
     norm2 = np.square(scale) * np.einsum("ne,ne->n", floor_free, floor_free)     # |train|^2
-    residual = np.stack([_residuals(m, signals, noise_power, fat_t2_ms, fat_suppressed) for m in models])
+    residual = np.stack([_residuals(m, signals, noise, fat_t2_ms, fat_suppressed) for m in models])
     energy = np.square(residual) * norm2[None, :]        # residual energy, signal units^2
     medians = np.nanmedian(residual, axis=1)
     best = int(np.argmin(medians))
     i_default = int(np.flatnonzero(ratios == default)[0])
     gain = energy[i_default] - energy[best]
     z = _paired_z(gain)
-    if noise_power > 0:
-        clear = float(np.nanmedian(gain) / (noise_power / 2.0))
+    if noise.power > 0:
+        clear = float(np.nanmedian(gain) / noise.variance)
         wins = z > SIGNIFICANT_Z and clear >= MIN_CHI2_GAIN
         measure = {"median_chi2_gain": clear}
     else:
@@ -124,11 +127,11 @@ def calibrate_slice_profile(seq: SequenceModel, signals, noise_power: float, fat
                     **measure, "note": note}
 
 
-def calibrate_refocusing_ratio(seq: SequenceModel, signals, noise_power: float, fat_t2_ms: float = FAT_T2_MS,
+def calibrate_refocusing_ratio(seq: SequenceModel, signals, noise, fat_t2_ms: float = FAT_T2_MS,
                                fat_suppressed: bool = False, candidates=REFOCUSING_RATIO_CANDIDATES):
     """The 2d refocusing/excitation width ratio for `signals` (see `calibrate_slice_profile`);
     returns (ratio, calibration dict)."""
-    chosen, info = calibrate_slice_profile(seq, signals, noise_power, fat_t2_ms, fat_suppressed, candidates)
+    chosen, info = calibrate_slice_profile(seq, signals, noise, fat_t2_ms, fat_suppressed, candidates)
     return chosen.refocusing_width_ratio, info
 
 
@@ -137,9 +140,9 @@ def _calibration_projector(seq: SequenceModel, fat_t2_ms: float, fat_suppressed:
     return projector_from(build_dictionary(seq, fat_t2_ms, t2_grid, b1_grid), fat_suppressed)
 
 
-def _residuals(seq, signals, noise_power, fat_t2_ms, fat_suppressed) -> np.ndarray:
+def _residuals(seq, signals, noise, fat_t2_ms, fat_suppressed) -> np.ndarray:
     proj = _calibration_projector(seq, fat_t2_ms, fat_suppressed)
-    return fit_signals(proj, signals, noise_power)["residual"].astype(float)
+    return fit_signals(proj, signals, noise)["residual"].astype(float)
 
 
 def _paired_z(gain) -> float:

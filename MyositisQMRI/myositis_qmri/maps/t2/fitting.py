@@ -11,7 +11,7 @@ import numpy as np
 
 from ..relaxation import FAT_T2_MS
 from .dictionary import EpgDictionary, SequenceModel, build_dictionary
-from .noise import remove_noise_floor
+from .noise import EchoNoise, remove_noise_floor
 from .projection import Projector, amplitudes, fit_compressed, fit_fixed_b1, map_chunks, t2_precision
 
 FIT_KEYS = ("t2", "ff", "b1", "residual", "crlb", "water", "fat")
@@ -22,16 +22,18 @@ FIT_KEYS = ("t2", "ff", "b1", "residual", "crlb", "water", "fat")
 MAX_BIAS_CORRECTION_CRLB = 0.3
 
 
-def fit_signals(proj: Projector, signals: np.ndarray, noise_power: float = 0.0, fit_b1: bool = True,
+def fit_signals(proj: Projector, signals: np.ndarray, noise: EchoNoise | float = 0.0, fit_b1: bool = True,
                 b1=None, device: str = "cpu", bias_correction: bool = True) -> dict:
     """Fit (n, echoes) magnitude trains; returns dict of (n,) arrays (t2, ff, b1, residual, crlb,
     water, fat; residual relative to the train's norm).
 
+    noise: the background's EchoNoise, or its power P for a one-channel (Rician) background.
     b1: None (B1 searched), or (n,) fixed relative B1 per voxel. device: "cpu" (numpy, chunks in
     parallel threads, see `projection.map_chunks`) or a torch device ("cuda", "torch-cpu" for
     torch on the CPU); see `resolve_device`. bias_correction: subtract the second-order bias of
-    the maximum-likelihood T2 (see `projection.t2_precision`; needs noise_power > 0).
+    the maximum-likelihood T2 (see `projection.t2_precision`; needs a known noise power).
     """
+    noise = EchoNoise.of(noise)
     n = len(signals)
     out = {k: np.empty(n, np.float32) for k in FIT_KEYS}
     if device != "cpu":
@@ -39,14 +41,14 @@ def fit_signals(proj: Projector, signals: np.ndarray, noise_power: float = 0.0, 
         step = 262144
         for start in range(0, n, step):
             part = None if b1 is None else b1[start:start + step]
-            for key, values in _fit_chunk(proj, signals[start:start + step], noise_power, fit_b1, part,
+            for key, values in _fit_chunk(proj, signals[start:start + step], noise, fit_b1, part,
                                           device, bias_correction).items():
                 out[key][start:start + step] = values
         return out
 
     def fit(start, stop):
         part = None if b1 is None else b1[start:stop]
-        for key, values in _fit_chunk(proj, signals[start:stop], noise_power, fit_b1, part,
+        for key, values in _fit_chunk(proj, signals[start:stop], noise, fit_b1, part,
                                       bias_correction=bias_correction).items():
             out[key][start:stop] = values
 
@@ -54,16 +56,16 @@ def fit_signals(proj: Projector, signals: np.ndarray, noise_power: float = 0.0, 
     return out
 
 
-def normalised(signals: np.ndarray, noise_power: float):
-    """Floor-free trains scaled to a maximum of 1, and the scale (n,)."""
-    signals = remove_noise_floor(np.asarray(signals, dtype=np.float32), noise_power)
+def normalised(signals: np.ndarray, noise):
+    """Floor-free trains scaled to a maximum of 1, and the scale (n,); noise as in fit_signals."""
+    signals = remove_noise_floor(np.asarray(signals, dtype=np.float32), noise)
     scale = np.maximum(signals.max(axis=1), np.float32(1e-20))
     return signals / scale[:, None], scale
 
 
-def _fit_chunk(proj: Projector, signals: np.ndarray, noise_power: float, fit_b1: bool, b1=None,
+def _fit_chunk(proj: Projector, signals: np.ndarray, noise: EchoNoise, fit_b1: bool, b1=None,
                device: str = "cpu", bias_correction: bool = True) -> dict:
-    y_full, scale = normalised(signals, noise_power)
+    y_full, scale = normalised(signals, noise)
     y = proj.compress(y_full)
     if device != "cpu":
         from .torch_fit import fit_compressed_torch, fit_fixed_b1_torch
@@ -76,7 +78,7 @@ def _fit_chunk(proj: Projector, signals: np.ndarray, noise_power: float, fit_b1:
     else:
         b, t, b_off, t_off, energy = fit_fixed_b1(proj, y, b1_index(proj, b1))
     water, fat = amplitudes(proj, y, b, t)
-    return _maps(proj, y_full, scale, b, t, b_off, t_off, energy, water, fat, noise_power, fit_b1,
+    return _maps(proj, y_full, scale, b, t, b_off, t_off, energy, water, fat, noise, fit_b1,
                  bias_correction)
 
 
@@ -89,7 +91,7 @@ def b1_index(proj: Projector, b1) -> np.ndarray:
     return np.clip(np.nan_to_num(position, nan=0.0), 0, grid.size - 1).astype(np.float32)
 
 
-def _maps(proj, y_full, scale, b, t, b_off, t_off, energy, water, fat, noise_power, fit_b1,
+def _maps(proj, y_full, scale, b, t, b_off, t_off, energy, water, fat, noise, fit_b1,
           bias_correction) -> dict:
     t2 = proj.t2_grid_ms[t] * np.exp(t_off * _log_step(proj.t2_grid_ms, t, t_off))
     b1 = proj.b1_grid[b] + b_off * (proj.b1_grid[1] - proj.b1_grid[0] if proj.b1_grid.size > 1 else 0.0)
@@ -98,7 +100,7 @@ def _maps(proj, y_full, scale, b, t, b_off, t_off, energy, water, fat, noise_pow
         ff = np.where(total > 0, 100.0 * fat / total, np.nan)
         norm2 = np.einsum("ne,ne->n", y_full, y_full)
         residual = np.sqrt(np.maximum(norm2 - energy, 0) / np.maximum(norm2, 1e-20))
-    sigma = np.sqrt(noise_power / 2.0) / scale if noise_power > 0 else np.zeros_like(scale)
+    sigma = np.sqrt(noise.variance) / scale
     crlb, bias = t2_precision(proj, b, t, water, fat, sigma, fit_b1)
     if bias_correction:
         limit = MAX_BIAS_CORRECTION_CRLB * crlb
