@@ -115,15 +115,19 @@ def test_study_with_nothing_to_map_is_refused(exam_dir, tmp_path):
         run_study(study, tmp_path / "out", {})
 
 
-def test_run_options_b1_smoothing_and_device_parse_like_t2(tmp_path):
+def test_run_options_t2_fit_arguments_parse_like_t2(tmp_path):
     from myositis_qmri.commands import batch as batch_command
     from myositis_qmri.commands.run import options_from_args
     run = lambda *extra: options_from_args(cli.build_parser("run").parse_args(  # noqa: E731
         ["run", str(tmp_path), "--out", str(tmp_path / "out"), *extra]))
     defaults = run()
     assert defaults.b1_smoothing_mm is None and defaults.t2_device == "auto"   # as `t2`: voxel-wise B1, auto
-    chosen = run("--b1-smoothing", "20", "--device", "cpu")
-    assert chosen.b1_smoothing_mm == 20.0 and chosen.t2_device == "cpu"
+    assert defaults.t2_bias_correction is True
+    chosen = run("--b1-smoothing", "20", "--device", "cpu", "--no-bias-correction")
+    assert chosen.b1_smoothing_mm == 20.0 and chosen.t2_device == "cpu" and chosen.t2_bias_correction is False
+    t2_args = cli.build_parser("t2").parse_args(["t2", str(tmp_path), "--out", str(tmp_path / "o"),
+                                                 "--b1-smoothing", "20", "--device", "cpu", "--no-bias-correction"])
+    assert (t2_args.b1_smoothing_mm, t2_args.t2_device, t2_args.t2_bias_correction) == (20.0, "cpu", False)
     with pytest.raises(InputError, match="--b1-smoothing"):
         run("--b1-smoothing", "600")
     with pytest.raises(SystemExit):   # argparse: not one of auto, cpu, cuda
@@ -149,6 +153,7 @@ def test_run_smooths_b1_and_records_it(exam_dir, tmp_path):
     assert summary["options"]["b1_smoothing_mm"] == 20.0 and summary["options"]["t2_device"] == "cpu"
     fit = json.loads((out / "maps" / "t2" / "t2_fit.json").read_text())
     assert fit["b1_smoothing_fwhm_mm"] == 20.0 and fit["device"] == "cpu"
+    assert fit["t2_bias_correction"].startswith("second-order")
     assert fit["b1_smoothing"]["voxels_with_smoothed_b1"] > 0
 
     series = discover(study).mese().to_echo_series(ImageKind.MAGNITUDE)

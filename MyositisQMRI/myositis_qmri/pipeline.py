@@ -39,6 +39,7 @@ class RunOptions:
     fat_t2_ms: float | str = 151.0
     b1_smoothing_mm: float | None = None   # in-plane B1 smoothing FWHM before the T2 refit; None: voxel-wise
     t2_device: str = "auto"                # T2 dictionary fit: "auto", "cpu" (numpy) or "cuda" (torch)
+    t2_bias_correction: bool = True        # subtract the second-order bias of the water T2 estimate
     ff_method: str = "auto"
     seg_model: str | None = None
     erode: bool = True   # 1-voxel in-plane erosion before statistics (partial volume with fat)
@@ -101,7 +102,8 @@ def t2_step(study, out: Path, opts: RunOptions, summary: dict) -> tuple[Volume |
         step(f"t2: fitting water T2 ({opts.t2_model}) on '{mese.description}' ({mese.n_echoes} echoes)")
         series = mese.to_echo_series(ImageKind.MAGNITUDE)
         maps = fit_water_t2(series, model=opts.t2_model, profile=opts.t2_profile, fat_t2_ms=opts.fat_t2_ms,
-                            b1_smoothing_mm=opts.b1_smoothing_mm, device=opts.t2_device)
+                            b1_smoothing_mm=opts.b1_smoothing_mm, device=opts.t2_device,
+                            bias_correction=opts.t2_bias_correction)
         written = maps.write(out / "maps" / "t2")
         written["t2_fit"] = write_fit_info(maps, series, written, out / "maps" / "t2" / "t2_fit.json")
         _record(summary, "t2", "done", f"water T2 from MESE '{mese.description}'", **written)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..pipeline import RunOptions, run_study
+from .t2 import add_t2_fit_arguments
 
 
 def add_arguments(parser) -> None:
@@ -24,13 +25,7 @@ def add_pipeline_options(parser) -> None:
     parser.add_argument("--t2-model", default="epg", choices=("epg", "mono"))
     parser.add_argument("--profile", dest="t2_profile", choices=("2d", "3d"), default=None)
     parser.add_argument("--fat-t2", dest="fat_t2_ms", default="151", help="fat T2 in ms, or 'auto'")
-    parser.add_argument("--b1-smoothing", dest="b1_smoothing_mm", type=float, default=None, metavar="MM",
-                        help="T2 step: smooth B1 in plane (Gaussian FWHM in mm, e.g. 20) and refit water T2 "
-                             "with B1 fixed where the fit allows it; skipped when the B1 map is not smooth. "
-                             "Default: voxel-wise B1")
-    parser.add_argument("--device", dest="t2_device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="T2 step: dictionary fit on numpy (cpu) or torch on a CUDA GPU; auto uses the GPU "
-                             "when torch sees one")
+    add_t2_fit_arguments(parser, step="T2 step: ")
     parser.add_argument("--ff-method", default="auto")
     parser.add_argument("--model", dest="seg_model", help="segmentation model file (default: the shipped one)")
     parser.add_argument("--reuse", action="store_true", help="keep outputs already in DIR (e.g. an edited segmentation)")
@@ -44,7 +39,8 @@ def add_pipeline_options(parser) -> None:
 def options_from_args(args) -> RunOptions:
     fat_t2 = args.fat_t2_ms if args.fat_t2_ms == "auto" else float(args.fat_t2_ms)
     return RunOptions(t2_model=args.t2_model, t2_profile=args.t2_profile, fat_t2_ms=fat_t2,
-                      b1_smoothing_mm=args.b1_smoothing_mm, t2_device=args.t2_device, ff_method=args.ff_method,
+                      b1_smoothing_mm=args.b1_smoothing_mm, t2_device=args.t2_device,
+                      t2_bias_correction=args.t2_bias_correction, ff_method=args.ff_method,
                       seg_model=args.seg_model, erode=args.erode, scoring=args.scoring, previous=args.previous,
                       review=args.review, anonymize=args.anonymize, reuse=args.reuse)
 

@@ -36,16 +36,24 @@ def add_arguments(parser) -> None:
                         help="2d model: refocusing / excitation slice width, or 'auto' (default): calibrated "
                              "on this series' bright low-fat voxels, kept at 1.2 unless another ratio (or, "
                              "when the headers do not say 2D or 3D, the 3d model) fits clearly better")
-    parser.add_argument("--b1-smoothing", type=float, default=None, metavar="MM",
-                        help="smooth B1 in plane (Gaussian FWHM in mm, e.g. 20) and refit water T2 with B1 "
-                             "fixed where the fit allows it; skipped when the B1 map is not smooth. "
-                             "Default: voxel-wise B1")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="dictionary fit on numpy (cpu) or torch on a CUDA GPU; auto uses the GPU "
-                             "when torch sees one")
-    parser.add_argument("--no-bias-correction", action="store_true",
-                        help="report the plain maximum-likelihood water T2 (median-unbiased, but its mean "
-                             "reads long in fatty muscle) instead of the bias-corrected one (mean-unbiased)")
+    add_t2_fit_arguments(parser)
+
+
+def add_t2_fit_arguments(parser, step: str = "") -> None:
+    """--b1-smoothing, --device and --no-bias-correction: the water-T2 fit options that `t2` and
+    `run`/`batch` share (dests b1_smoothing_mm, t2_device, t2_bias_correction). step prefixes
+    the help, e.g. "T2 step: "."""
+    parser.add_argument("--b1-smoothing", dest="b1_smoothing_mm", type=float, default=None, metavar="MM",
+                        help=step + "smooth B1 in plane (Gaussian FWHM in mm, e.g. 20) and refit water T2 with "
+                                    "B1 fixed where the fit allows it; skipped when the B1 map is not smooth. "
+                                    "Default: voxel-wise B1")
+    parser.add_argument("--device", dest="t2_device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help=step + "dictionary fit on numpy (cpu) or torch on a CUDA GPU; auto uses the GPU "
+                                    "when torch sees one")
+    parser.add_argument("--no-bias-correction", dest="t2_bias_correction", action="store_false",
+                        help=step + "report the plain maximum-likelihood water T2 (median-unbiased, but its "
+                                    "mean reads long in fatty muscle) instead of the bias-corrected one "
+                                    "(mean-unbiased)")
 
 
 def _load(inputs, te_ms):
@@ -124,11 +132,11 @@ def main(args) -> int:
     te_ms = parse_te_ms_argument(args.te_ms)
     step(f"reading {', '.join(args.input)}")
     series = _load(args.input, te_ms)
-    options = {"device": args.device, "bias_correction": not args.no_bias_correction}
+    options = {"device": args.t2_device, "bias_correction": args.t2_bias_correction}
     if args.refocusing_ratio is not None:
         options["refocusing_width_ratio"] = _refocusing_ratio(args.refocusing_ratio)
-    if args.b1_smoothing is not None:
-        options["b1_smoothing_mm"] = checked_b1_smoothing_mm(args.b1_smoothing)
+    if args.b1_smoothing_mm is not None:
+        options["b1_smoothing_mm"] = checked_b1_smoothing_mm(args.b1_smoothing_mm)
     step(f"fitting {args.model} T2 on {series.n_echoes} echoes")
     maps = fit_water_t2(series, mask=mask, model=args.model, profile=args.profile,
                         fat_t2_ms=_fat_t2(args.fat_t2), fat_suppressed=True if args.fat_suppressed else None,
