@@ -434,3 +434,20 @@ def test_root_sum_of_squares_coils(profile, b1_max):
     rayleigh = EchoNoise(1.32 * maps.info["noise_power"], 1.0)
     one_channel = fit_water_t2(series, mask=mask, refocusing_width_ratio=1.2, noise_power=rayleigh)
     assert abs(np.mean(one_channel.water_t2_ms.array.reshape(-1)[:n] - t2)) > abs(np.mean(error)) + 0.4
+
+
+def test_fat_only_voxels_have_an_unbounded_t2_bound():
+    """Pure fat with noise: where the fit finds no water, the Cramer-Rao bound of water T2 is
+    infinite (the data say nothing about it) and no bias correction moves it."""
+    seq = SequenceModel(17, 10.0, "2d")
+    rng = np.random.default_rng(0)
+    fat = 1000 * simulate_trains(seq, FAT_T2_MS, np.full(2000, 0.9), FAT_T1_MS)
+    noisy = np.abs(fat + 10 * (rng.standard_normal(fat.shape) + 1j * rng.standard_normal(fat.shape)))
+    proj = epg_projector(seq)
+    fit = fit_signals(proj, noisy, 2 * 10.0 ** 2)
+    no_water = fit["water"] == 0
+    assert 0.1 < no_water.mean() < 0.9
+    assert np.all(np.isinf(fit["crlb"][no_water]))
+    assert np.mean(np.isfinite(fit["crlb"][~no_water])) > 0.99   # a trace of water: bounded
+    plain = fit_signals(proj, noisy, 2 * 10.0 ** 2, bias_correction=False)
+    assert np.array_equal(fit["t2"][no_water], plain["t2"][no_water])

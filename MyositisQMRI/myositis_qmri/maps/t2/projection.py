@@ -420,12 +420,16 @@ def _box_terms(diff: dict, a_w, a_f, sigma, with_fat: bool):
         if fat_b1:
             second[("af", "b1")] = diff["fB"]
     jac = np.stack([column[p] for p in names], axis=2)               # (n, K, P)
-    inv = np.linalg.pinv(np.einsum("nkp,nkq->npq", jac, jac))
+    info = np.einsum("nkp,nkq->npq", jac, jac)
+    inv = np.linalg.pinv(info)
     index = {p: i for i, p in enumerate(names)}
     d = sum((1.0 if p == q else 2.0) * inv[:, index[p], index[q], None] * h for (p, q), h in second.items())
     it = index["t2"]
     bias = -0.5 * np.square(sigma) * np.einsum("np,np->n", inv[:, it], np.einsum("nkp,nk->np", jac, d))
-    return sigma * np.sqrt(np.maximum(inv[:, it, it], 0)), bias
+    crlb = sigma * np.sqrt(np.maximum(inv[:, it, it], 0))
+    # no water (a fat-only voxel): the data say nothing about water T2, an unbounded spread
+    undetermined = info[:, it, it] <= 1e-12 * np.maximum(np.trace(info, axis1=1, axis2=2), 1e-30)
+    return np.where(undetermined, np.inf, crlb), np.where(undetermined, 0.0, bias)
 
 
 def _dictionary_derivatives(proj: Projector, b, t, fit_b1: bool) -> dict:
