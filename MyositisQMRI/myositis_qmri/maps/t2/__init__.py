@@ -5,13 +5,13 @@ non-selective "3d"): water T2 and B1 free, fat T2 fixed (151 ms) or calibrated o
 subcutaneous fat (`fat_t2_ms="auto"`), water and fat amplitudes solved linearly (variable
 projection, see `projection` and `fitting`). The 2d slice profile (refocusing/excitation width
 ratio, or 3d where the headers do not say) is calibrated per series and changed only when
-another model fits clearly better (`calibration`). The background noise floor is measured and
-taken out before fitting (`noise`), and the second-order bias of the maximum-likelihood water T2
-is subtracted where its expansion holds (`projection.t2_precision`). Optionally B1 is smoothed in plane and water T2 refitted
-with it (`b1map`). The search runs in numpy, or in torch on a CUDA GPU (`device`,
-`torch_fit`). `model="mono"` fits exp(-TE/T2); a fat-suppressed series gets a
-single-component water fit with B1. Work proceeds in slabs of slices, so memory stays
-bounded whatever the volume size.
+another model fits clearly better (`calibration`). The background noise (power and coils) is
+measured and its floor taken out before fitting (`noise`), and the second-order bias of the
+maximum-likelihood water T2 is subtracted where its expansion holds (`projection.t2_precision`).
+Optionally B1 is smoothed in plane and water T2 refitted with it (`b1map`). The search runs in
+numpy, or in torch on a CUDA GPU (`device`, `torch_fit`). `model="mono"` fits exp(-TE/T2); a
+fat-suppressed series gets a single-component water fit with B1. Work proceeds in slabs of
+slices, so memory stays bounded whatever the volume size.
 """
 from __future__ import annotations
 
@@ -159,7 +159,8 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
     smoothing = float(b1_smoothing_mm or 0.0) if model == "epg" else 0.0
     correct = bool(bias_correction) and model == "epg"
     info.update(model=model, profile=profile if model == "epg" else None, noise_power=noise.power,
-                noise_channels=noise.channels, noise_background_voxels=n_background, fat_suppressed=bool(fat_suppressed),
+                noise_channels=noise.channels, noise_background_voxels=n_background,
+                fat_suppressed=bool(fat_suppressed),
                 drop_first_echo=bool(first_echo), device=device,
                 b1_smoothing_fwhm_mm=smoothing if smoothing > 0 else None,
                 t2_bias_correction=BIAS_CORRECTION_NAME if correct else None)

@@ -2,8 +2,9 @@
 
 `fit_signals` takes (n, echoes) magnitude trains, removes the noise floor, normalises each
 train, and returns water T2 (ms; maximum likelihood less its second-order bias), FF (%), B1,
-the normalised residual, the Cramer-Rao bound of T2 and the water and fat amplitudes. With `b1` given, each voxel is fitted on the dictionary
-rows around its own B1 (used after B1 has been smoothed, see `b1map`).
+the normalised residual, the Cramer-Rao bound of T2 and the water and fat amplitudes. With
+`b1` given, each voxel is fitted on the dictionary rows around its own B1 (used after B1 has
+been smoothed, see `b1map`).
 """
 from __future__ import annotations
 
