@@ -407,7 +407,7 @@ def test_root_sum_of_squares_coils(profile, b1_max):
     background gives N = 4 and P, the floor and the per-echo noise follow from both, and the
     water T2 bias stays within 0.5 ms. Peer: the same fit reading the background as one
     channel (what a Rayleigh-only estimator gives, P 32 % high): -0.9 to -1.5 ms."""
-    from myositis_qmri.maps.t2.noise import EchoNoise
+    from myositis_qmri.maps.noise import BackgroundNoise
     rng = np.random.default_rng(4)
     channels, side = 4, 120
     seq, t2, ff, b1, trains = _voxels(profile, 6000, rng, b1_max)
@@ -431,7 +431,7 @@ def test_root_sum_of_squares_coils(profile, b1_max):
     error = maps.water_t2_ms.array.reshape(-1)[:n] - t2
     assert abs(np.mean(error)) <= 0.5
     assert abs(np.mean(maps.ff_percent.array.reshape(-1)[:n] - 100 * ff)) <= 2.0
-    rayleigh = EchoNoise(1.32 * maps.info["noise_power"], 1.0)
+    rayleigh = BackgroundNoise.of(1.32 * maps.info["noise_power"])
     one_channel = fit_water_t2(series, mask=mask, refocusing_width_ratio=1.2, noise_power=rayleigh)
     assert abs(np.mean(one_channel.water_t2_ms.array.reshape(-1)[:n] - t2)) > abs(np.mean(error)) + 0.4
 

@@ -36,17 +36,31 @@ SLAB_BYTES = 64 * 2**20         # echo data handled per pass, so memory stays bo
 @dataclass(frozen=True)
 class BackgroundNoise:
     """sigma: per-channel Gaussian noise sd (signal units); 0 when the images have too little
-    background to measure it (fewer than MIN_BACKGROUND_VOXELS voxels). n_background: voxels used.
-    channels: effective number of root-sum-of-squares channels N (1 for a Rician background)."""
+    background to measure it (fewer than MIN_BACKGROUND_VOXELS voxels). n_background: voxels used
+    (None: given, not measured). channels: effective number of root-sum-of-squares channels N
+    (1 for a Rician background)."""
 
     sigma: float
-    n_background: int
+    n_background: int | None = None
     channels: float = 1.0
+
+    @classmethod
+    def of(cls, noise) -> "BackgroundNoise":
+        """A BackgroundNoise as is; a number as the power P of a one-channel (Rician) background."""
+        if isinstance(noise, BackgroundNoise):
+            return noise
+        return cls(float(np.sqrt(max(float(noise or 0.0), 0.0) / 2.0)))
 
     @property
     def power(self) -> float:
         """Noise power P = E[M^2] of the background, 2 N sigma^2 (signal units squared)."""
         return 2.0 * self.channels * self.sigma ** 2
+
+    @property
+    def floor(self) -> float:
+        """P - sigma^2: what M^2 carries on top of A^2 well above the noise, less the part along
+        the signal that averages out in M (see `maps.t2.noise`)."""
+        return self.power - self.sigma ** 2
 
 
 def estimate_background_noise(echoes: np.ndarray, seed: int = 0) -> BackgroundNoise:

@@ -27,7 +27,7 @@ from ...io.atomic import write_text_atomic
 from ...io.nifti import write_volume
 from ...progress import Progress
 from ...volume import EchoSeries, Volume
-from ..noise import estimate_background_noise
+from ..noise import BackgroundNoise, estimate_background_noise
 from ..relaxation import FAT_T2_MS
 from .b1map import DEFAULT_B1_SMOOTHING_MM, MAX_B1_DEVIATION, b1_fixed_acceptable, smooth_b1
 from .calibration import (REFOCUSING_RATIO_CANDIDATES, calibrate_refocusing_ratio, calibrate_slice_profile,
@@ -35,7 +35,6 @@ from .calibration import (REFOCUSING_RATIO_CANDIDATES, calibrate_refocusing_rati
 from .device import resolve_device
 from .dictionary import SequenceModel, build_dictionary, simulate_trains
 from .fitting import MAX_BIAS_CORRECTION_CRLB, epg_projector, fit_signals, projector_from
-from .noise import EchoNoise
 from .projection import Projector
 
 __all__ = ["T2Maps", "fit_water_t2", "write_fit_info", "fit_signals", "epg_projector", "SequenceModel", "build_dictionary",
@@ -85,7 +84,7 @@ def write_fit_info(maps: T2Maps, series: EchoSeries, written: dict, path: str | 
 def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "epg",
                  profile: str | None = None, fat_t2_ms: float | str = FAT_T2_MS,
                  fat_suppressed: bool | None = None, drop_first_echo: bool = False,
-                 noise_power: float | EchoNoise | None = None,
+                 noise_power: float | BackgroundNoise | None = None,
                  refocusing_width_ratio: float | str = "auto",
                  pulse_shape: str = SequenceModel.pulse_shape,
                  b1_smoothing_mm: float | None = DEFAULT_B1_SMOOTHING_MM, device: str = "auto",
@@ -95,8 +94,8 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
 
     profile: "2d" (slice-selective) or "3d"; None takes it from metadata MRAcquisitionType, and
     where the metadata do not say, lets the calibration choose 3d when it fits clearly better.
-    noise_power: mean squared background magnitude of a one-channel (Rician) background, or an
-    EchoNoise (power and root-sum-of-squares channels); None estimates both from the background.
+    noise_power: mean squared background magnitude of a one-channel (Rician) background, or a
+    BackgroundNoise (sigma and root-sum-of-squares channels); None measures it on the background.
     refocusing_width_ratio: 2d model refocusing / excitation slice width, or "auto" (default):
     calibrated on this series' bright low-fat voxels, kept at 1.2 unless another ratio fits
     clearly better (see `calibration`).
@@ -123,11 +122,7 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
     device = resolve_device(device)
     _check_slices(array, source)
 
-    if noise_power is None:
-        background = estimate_background_noise(array)
-        noise, n_background = EchoNoise(background.power, background.channels), background.n_background
-    else:
-        noise, n_background = EchoNoise.of(noise_power), None
+    noise = estimate_background_noise(array) if noise_power is None else BackgroundNoise.of(noise_power)
     fit_mask = _fit_mask(array, mask, series.geometry, noise.power)
     if not fit_mask.any():
         raise InputError(source, "no voxel to fit: the mask is empty or the images hold no signal")
@@ -159,7 +154,7 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
     smoothing = float(b1_smoothing_mm or 0.0) if model == "epg" else 0.0
     correct = bool(bias_correction) and model == "epg"
     info.update(model=model, profile=profile if model == "epg" else None, noise_power=noise.power,
-                noise_channels=noise.channels, noise_background_voxels=n_background,
+                noise_channels=noise.channels, noise_background_voxels=noise.n_background,
                 fat_suppressed=bool(fat_suppressed),
                 drop_first_echo=bool(first_echo), device=device,
                 b1_smoothing_fwhm_mm=smoothing if smoothing > 0 else None,

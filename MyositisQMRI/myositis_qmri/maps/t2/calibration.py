@@ -20,10 +20,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..noise import BackgroundNoise
 from ..relaxation import FAT_T2_MS
 from .dictionary import SequenceModel, build_dictionary, default_grids
 from .fitting import fit_signals, normalised, projector_from
-from .noise import EchoNoise
 
 REFOCUSING_RATIO_CANDIDATES = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0)
 REFOCUSING_RATIO_STEP = 0.05   # the refined ratio is rounded to this, so its dictionary is reused
@@ -45,9 +45,9 @@ def calibration_voxels(seq: SequenceModel, array, fit_mask, noise, fat_t2_ms: fl
     median (high SNR, no partial volume with background; not above the median itself, which
     in a uniform-density phantom or simulation selects the fattest voxels). Low fat: FF below
     `max_ff_percent` in a first fit with `seq` as given, so the water train shape, which the
-    slice profile shapes, dominates the residual. noise: EchoNoise, or P of a Rician background.
+    slice profile shapes, dominates the residual. noise: BackgroundNoise, or P of a Rician background.
     """
-    noise = EchoNoise.of(noise)
+    noise = BackgroundNoise.of(noise)
     rng = np.random.default_rng(0)
     # a fixed-seed subsample of the mask before gathering, so a large volume is never copied
     voxels = np.flatnonzero(fit_mask)
@@ -57,7 +57,7 @@ def calibration_voxels(seq: SequenceModel, array, fit_mask, noise, fat_t2_ms: fl
     first_echo = signals[:, 0]
     threshold = 0.2 * np.median(first_echo)
     if noise.power > 0:
-        threshold = max(threshold, MIN_CALIBRATION_SNR * np.sqrt(noise.variance))
+        threshold = max(threshold, MIN_CALIBRATION_SNR * noise.sigma)
     signals = signals[first_echo > threshold]
     if signals.shape[0] > 4 * max_voxels:
         signals = signals[np.sort(rng.choice(signals.shape[0], 4 * max_voxels, replace=False))]
@@ -75,9 +75,9 @@ def calibrate_slice_profile(seq: SequenceModel, signals, noise, fat_t2_ms: float
     docstring). The winning 2d ratio is refined by a parabola in log(residual) over log(ratio)
     through it and its neighbours and rounded to REFOCUSING_RATIO_STEP. Returns
     (sequence model, calibration dict with the residual curve and the decision). Fewer than
-    MIN_VOXELS voxels: `seq` unchanged. noise: EchoNoise, or P of a Rician background.
+    MIN_VOXELS voxels: `seq` unchanged. noise: BackgroundNoise, or P of a Rician background.
     """
-    noise = EchoNoise.of(noise)
+    noise = BackgroundNoise.of(noise)
     signals = np.asarray(signals, dtype=np.float32)
     default = float(seq.refocusing_width_ratio)
     if signals.shape[0] < MIN_VOXELS:
@@ -99,7 +99,7 @@ def calibrate_slice_profile(seq: SequenceModel, signals, noise, fat_t2_ms: float
     gain = energy[i_default] - energy[best]
     z = _paired_z(gain)
     if noise.power > 0:
-        clear = float(np.nanmedian(gain) / noise.variance)
+        clear = float(np.nanmedian(gain) / noise.sigma ** 2)
         wins = z > SIGNIFICANT_Z and clear >= MIN_CHI2_GAIN
         measure = {"median_chi2_gain": clear}
     else:

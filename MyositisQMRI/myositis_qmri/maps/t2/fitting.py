@@ -12,7 +12,8 @@ import numpy as np
 
 from ..relaxation import FAT_T2_MS
 from .dictionary import EpgDictionary, SequenceModel, build_dictionary
-from .noise import EchoNoise, remove_noise_floor
+from ..noise import BackgroundNoise
+from .noise import remove_noise_floor
 from .projection import Projector, amplitudes, fit_compressed, fit_fixed_b1, map_chunks, t2_precision
 
 FIT_KEYS = ("t2", "ff", "b1", "residual", "crlb", "water", "fat")
@@ -23,18 +24,18 @@ FIT_KEYS = ("t2", "ff", "b1", "residual", "crlb", "water", "fat")
 MAX_BIAS_CORRECTION_CRLB = 0.3
 
 
-def fit_signals(proj: Projector, signals: np.ndarray, noise: EchoNoise | float = 0.0, fit_b1: bool = True,
+def fit_signals(proj: Projector, signals: np.ndarray, noise: BackgroundNoise | float = 0.0, fit_b1: bool = True,
                 b1=None, device: str = "cpu", bias_correction: bool = True) -> dict:
     """Fit (n, echoes) magnitude trains; returns dict of (n,) arrays (t2, ff, b1, residual, crlb,
     water, fat; residual relative to the train's norm).
 
-    noise: the background's EchoNoise, or its power P for a one-channel (Rician) background.
+    noise: the background's BackgroundNoise, or its power P for a one-channel (Rician) background.
     b1: None (B1 searched), or (n,) fixed relative B1 per voxel. device: "cpu" (numpy, chunks in
     parallel threads, see `projection.map_chunks`) or a torch device ("cuda", "torch-cpu" for
     torch on the CPU); see `resolve_device`. bias_correction: subtract the second-order bias of
     the maximum-likelihood T2 (see `projection.t2_precision`; needs a known noise power).
     """
-    noise = EchoNoise.of(noise)
+    noise = BackgroundNoise.of(noise)
     n = len(signals)
     out = {k: np.empty(n, np.float32) for k in FIT_KEYS}
     if device != "cpu":
@@ -64,7 +65,7 @@ def normalised(signals: np.ndarray, noise):
     return signals / scale[:, None], scale
 
 
-def _fit_chunk(proj: Projector, signals: np.ndarray, noise: EchoNoise, fit_b1: bool, b1=None,
+def _fit_chunk(proj: Projector, signals: np.ndarray, noise: BackgroundNoise, fit_b1: bool, b1=None,
                device: str = "cpu", bias_correction: bool = True) -> dict:
     y_full, scale = normalised(signals, noise)
     y = proj.compress(y_full)
@@ -101,7 +102,7 @@ def _maps(proj, y_full, scale, b, t, b_off, t_off, energy, water, fat, noise, fi
         ff = np.where(total > 0, 100.0 * fat / total, np.nan)
         norm2 = np.einsum("ne,ne->n", y_full, y_full)
         residual = np.sqrt(np.maximum(norm2 - energy, 0) / np.maximum(norm2, 1e-20))
-    sigma = np.sqrt(noise.variance) / scale
+    sigma = noise.sigma / scale
     crlb, bias = t2_precision(proj, b, t, water, fat, sigma, fit_b1)
     if bias_correction:
         limit = MAX_BIAS_CORRECTION_CRLB * crlb
