@@ -98,7 +98,7 @@ def build_report(inputs: ReportInputs, config: dict, *, erode: bool = False, pre
     }
     if previous is not None:
         report["longitudinal"] = longitudinal.compare(
-            result["muscles"], previous, config["longitudinal"], config["edema"].get("statistic", "median"))
+            result["muscles"], previous, config["longitudinal"], scoring.edema_statistic(config))
     return report
 
 

@@ -25,6 +25,7 @@ from ..io.dicom_write import ImageStack, SeriesSpec, StudyInfo, write_series
 from ..segmentation.labels import (CATEGORY_CODE, LABEL_BY_VALUE, PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, REGION_CODE,
                                    SIDE_CODES, type_code)
 from ..volume import Volume
+from .scoring import edema_statistic
 
 MANUFACTURER = "MyositisQMRI"
 # Local codes for quantities, grades and the muscles that have no verified SNOMED CT code; the
@@ -160,7 +161,7 @@ def write_sr(report: dict, seg: Dataset, sources: list[Dataset], path: Path) -> 
     """TID 1500 measurement report: per muscle and side, volume, T2 and FF statistics, grades."""
     numbers = {item.SegmentLabel: item.SegmentNumber for item in seg.SegmentSequence}
     source_series = hd.sr.SourceSeriesForSegmentation(sources[0].SeriesInstanceUID)
-    t2_stat = report["scoring"]["edema"].get("statistic", "median")
+    t2_stat = edema_statistic(report["scoring"])
     groups = []
     for row in report["muscles"]:
         label = LABEL_BY_VALUE[row["label_value"]]

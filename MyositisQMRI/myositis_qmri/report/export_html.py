@@ -5,6 +5,7 @@ import html
 from pathlib import Path
 
 from ..io.atomic import write_text_atomic
+from .scoring import edema_statistic
 
 GRADE_COLOURS = ["#d9f2d9", "#fff3b0", "#ffd08a", "#ff9f80", "#e06666"]
 
@@ -79,7 +80,7 @@ def _summary(report: dict) -> str:
 
 
 def _muscle_table(report: dict) -> str:
-    stat = report["scoring"]["edema"].get("statistic", "median")
+    stat = edema_statistic(report["scoring"])
     head = ("<tr><th>Muscle</th><th>Side</th><th>Volume (ml)</th><th>Slices</th>"
             f"<th>T2 mean</th><th>T2 median</th><th>T2 SD</th><th>T2 IQR</th><th>% &gt; threshold</th>"
             "<th>FF mean</th><th>FF median</th><th>FF SD</th><th>FF IQR</th>"
@@ -159,7 +160,7 @@ def render_html(report: dict, figures) -> str:
 {_header(report)}
 <h2>Whole thigh</h2>{_summary(report)}
 <h2>Per muscle: statistics and grades</h2>
-<p class="note">Edema grade from water T2 ({edema.get('statistic', 'median')}): 0 below {edema['normal_threshold_ms']} ms,
+<p class="note">Edema grade from water T2 ({edema_statistic(report['scoring'])}): 0 below {edema['normal_threshold_ms']} ms,
 bands from {', '.join(str(e) for e in edema['edges_ms'])} ms. Fat grade (Mercuri-style) from mean FF, bands from
 {', '.join(str(e) for e in report['scoring']['fat']['edges_percent'])} %. Underlined grades marked (R) were set by the reviewer.</p>
 {_muscle_table(report)}

@@ -20,6 +20,7 @@ from skimage.segmentation import find_boundaries  # noqa: E402
 
 from ..segmentation.labels import LABEL_BY_KEY, LABEL_BY_VALUE, MUSCLES, label_value  # noqa: E402
 from .stats import align_labels  # noqa: E402
+from .scoring import edema_statistic  # noqa: E402
 
 MAP_STYLE = {"t2": ("Water T2 (ms)", "magma", (25.0, 55.0)), "ff": ("Fat fraction (%)", "viridis", (0.0, 100.0))}
 
@@ -116,7 +117,7 @@ def overlay_figure(inputs) -> Figure | None:
 
 
 def _muscle_value(report: dict, kind: str) -> dict[int, float]:
-    stat = report["scoring"]["edema"].get("statistic", "median") if kind == "t2" else "mean"
+    stat = edema_statistic(report["scoring"]) if kind == "t2" else "mean"
     return {row["label_value"]: row[kind][stat] for row in report["muscles"]
             if row.get(kind) and row[kind].get(stat) is not None}
 
@@ -162,7 +163,7 @@ def asymmetry_figure(report: dict) -> Figure:
     if report["maps_available"]["ff"]:
         panels.append(("ff", "Fat fraction (%)"))
     by_value = {row["label_value"]: row for row in report["muscles"]}
-    t2_stat = report["scoring"]["edema"].get("statistic", "median")
+    t2_stat = edema_statistic(report["scoring"])
     figure, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels)), squeeze=False)
     x = np.arange(len(MUSCLES))
     for ax, (kind, title) in zip(axes[:, 0], panels):

@@ -23,6 +23,12 @@ DEFAULTS_PATH = Path(__file__).with_name("scoring_defaults.toml")
 GRADE_KINDS = ("edema", "fat")
 
 
+def edema_statistic(scoring: dict) -> str:
+    """The per-muscle water-T2 statistic graded for edema ("median" or "mean") of a scoring
+    config or a report's "scoring" section; "median" where an older one does not say."""
+    return scoring.get("edema", {}).get("statistic", "median")
+
+
 def _merge(base: dict, override: dict) -> dict:
     merged = copy.deepcopy(base)
     for key, value in override.items():
@@ -63,7 +69,7 @@ def _validate(config: dict, path) -> None:
         raise InputError(path, "edema.labels needs one more entry than edema.edges_ms")
     if len(fat.get("labels", [])) != len(fat["edges_percent"]) + 1:
         raise InputError(path, "fat.labels needs one more entry than fat.edges_percent")
-    if edema.get("statistic", "median") not in ("mean", "median"):
+    if edema_statistic(config) not in ("mean", "median"):
         raise InputError(path, "edema.statistic must be 'mean' or 'median'")
     reference = edema.get("healthy_reference", {})
     if reference.get("sd_ms") is not None and not reference["sd_ms"] > 0:
@@ -79,7 +85,7 @@ def band_grade(value: float | None, edges) -> int | None:
 
 def edema_value(stats: dict, config: dict) -> float | None:
     t2 = stats.get("t2") or {}
-    return t2.get(config["edema"].get("statistic", "median"))
+    return t2.get(edema_statistic(config))
 
 
 def fat_value(stats: dict) -> float | None:
@@ -100,7 +106,7 @@ def auto_grades(stats: dict, config: dict) -> dict:
     fat_g = band_grade(fat_v, config["fat"]["edges_percent"])
     return {
         "edema": _grade_entry(edema_g, config["edema"]["labels"], "auto", edema_v,
-                              f"water T2 {config['edema'].get('statistic', 'median')} (ms)"),
+                              f"water T2 {edema_statistic(config)} (ms)"),
         "fat": _grade_entry(fat_g, config["fat"]["labels"], "auto", fat_v, "FF mean (%)"),
         "edema_z_score": edema_z_score(edema_v, config),
     }
