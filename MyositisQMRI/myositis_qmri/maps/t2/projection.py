@@ -436,27 +436,28 @@ def _dictionary_derivatives(proj: Projector, b, t, fit_b1: bool) -> dict:
     """Atoms and their first and second derivatives in T2 (per ms) and B1 at atoms (b, t), by
     central differences one grid step away (atoms on an edge use the next one inside)."""
     n_b, n_t = proj.w.shape[:2]
-    w = proj.w.astype(np.float64)
-    out = {"w": w[b, t]}
+    # gather, then widen: only the atoms used are converted, not the whole dictionary per chunk
+    w = lambda bi, ti: proj.w[bi, ti].astype(np.float64)   # noqa: E731
+    f = lambda bi: proj.f[bi].astype(np.float64)           # noqa: E731
+    out = {"w": w(b, t)}
     t = np.clip(t, 1, n_t - 2)
     grid = proj.t2_grid_ms
     h_up, h_down = (grid[t + 1] - grid[t])[:, None], (grid[t] - grid[t - 1])[:, None]
-    out["wT"] = (w[b, t + 1] - w[b, t - 1]) / (h_up + h_down)
-    out["wTT"] = 2 * (w[b, t + 1] / (h_up * (h_up + h_down)) - w[b, t] / (h_up * h_down)
-                      + w[b, t - 1] / (h_down * (h_up + h_down)))
+    out["wT"] = (w(b, t + 1) - w(b, t - 1)) / (h_up + h_down)
+    out["wTT"] = 2 * (w(b, t + 1) / (h_up * (h_up + h_down)) - w(b, t) / (h_up * h_down)
+                      + w(b, t - 1) / (h_down * (h_up + h_down)))
     if proj.has_fat:
-        out["f"] = proj.f[b].astype(np.float64)
+        out["f"] = f(b)
     if fit_b1 and n_b > 2:
         b = np.clip(b, 1, n_b - 2)
         h = (proj.b1_grid[1] - proj.b1_grid[0])
-        out["wB"] = (w[b + 1, t] - w[b - 1, t]) / (2 * h)
-        out["wBB"] = (w[b + 1, t] - 2 * w[b, t] + w[b - 1, t]) / h ** 2
-        out["wTB"] = (w[b + 1, t + 1] - w[b + 1, t - 1] - w[b - 1, t + 1] + w[b - 1, t - 1]) / (
+        out["wB"] = (w(b + 1, t) - w(b - 1, t)) / (2 * h)
+        out["wBB"] = (w(b + 1, t) - 2 * w(b, t) + w(b - 1, t)) / h ** 2
+        out["wTB"] = (w(b + 1, t + 1) - w(b + 1, t - 1) - w(b - 1, t + 1) + w(b - 1, t - 1)) / (
             2 * h * (h_up + h_down))
         if proj.has_fat:
-            f = proj.f.astype(np.float64)
-            out["fB"] = (f[b + 1] - f[b - 1]) / (2 * h)
-            out["fBB"] = (f[b + 1] - 2 * f[b] + f[b - 1]) / h ** 2
+            out["fB"] = (f(b + 1) - f(b - 1)) / (2 * h)
+            out["fBB"] = (f(b + 1) - 2 * f(b) + f(b - 1)) / h ** 2
     return out
 
 
