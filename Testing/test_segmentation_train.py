@@ -42,3 +42,46 @@ def test_short_training_run_resumes(tmp_path):
     config.steps = 3
     state = train(config, resume=True)
     assert state["step"] == 3 and len(state["history"]) == 2
+
+
+def _disc(radius_px: float, size: int = 64, value: int = 3) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2
+    return np.where(np.hypot(yy, xx) <= radius_px, value, 0).astype(np.uint8)
+
+
+def test_slice_between_interpolates_outlines():
+    # Concentric discs of radius 8 and 16 px: halfway lies the disc of radius 12 (closed form).
+    middle = synth.slice_between(_disc(8), _disc(16))
+    radius = np.sqrt((middle == 3).sum() / np.pi)
+    assert abs(radius - 12) < 0.6
+    # A muscle on one slice only is shrunk halfway by the absent-muscle distance.
+    shrunk = synth.slice_between(np.zeros((64, 64), np.uint8), _disc(16))
+    expected = 16 - synth.ABSENT_MUSCLE_DISTANCE_PX
+    assert abs(np.sqrt((shrunk == 3).sum() / np.pi) - expected) < 0.6
+    # Two muscles keep their own labels and never overlap.
+    pair = synth.slice_between(_disc(8) + (_disc(20, value=5) * (_disc(8) == 0)), _disc(20, value=5))
+    assert set(np.unique(pair)) <= {0, 3, 5} and (pair == 5).sum() > (pair == 3).sum()
+
+
+def test_slices_between_double_a_label_stack():
+    stack = np.stack([_disc(8), _disc(12), np.zeros((64, 64), np.uint8), _disc(16)])
+    out = synth.with_slices_between(stack)
+    # One new slice per pair of labelled neighbours; none next to the empty slice.
+    assert out.shape[0] == 5
+    assert np.array_equal(out[0], stack[0]) and np.array_equal(out[2], stack[1])
+    assert (out[0] == 3).sum() < (out[1] == 3).sum() < (out[2] == 3).sum()
+
+
+def test_training_starts_from_a_model_file(tmp_path):
+    maps = _label_maps(tmp_path)
+    first = TrainConfig(label_maps=maps, out=tmp_path / "first.safetensors", steps=1, batch_size=2,
+                        validate_every=1, n_validation_slices=4, threads=1)
+    train(first, resume=False)
+    second = TrainConfig(label_maps=maps, out=tmp_path / "second.safetensors", steps=1, batch_size=2,
+                         validate_every=1, n_validation_slices=4, threads=1, between_slices=True,
+                         init_model=first.out)
+    train(second, resume=False)
+    provenance = read_header(second.out)["provenance"]
+    assert provenance["between_slices"] is True
+    assert provenance["initialised_from"]["file"] == "first.safetensors"
+    assert provenance["initialised_from"]["provenance"]["steps"] == 1

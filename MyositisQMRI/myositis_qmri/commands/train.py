@@ -19,6 +19,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     parser.add_argument("--phantoms", type=int, default=0, metavar="N",
                         help="also train on the label maps of N synthetic phantom exams (seeds 1..N)")
+    parser.add_argument("--between-slices", action="store_true",
+                        help="add a shape-interpolated label slice between each pair of neighbouring slices")
+    parser.add_argument("--init", type=Path, default=None, metavar="MODEL",
+                        help="start from this model file's weights (same architecture) instead of random ones")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint next to --out (default: start afresh)")
 
@@ -39,7 +43,8 @@ def main(args) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(label_maps=maps, out=args.out, steps=args.steps, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, validate_every=args.validate_every,
-                         seed=args.seed, threads=args.threads,
+                         seed=args.seed, threads=args.threads, between_slices=args.between_slices,
+                         init_model=args.init,
                          extra_training_maps=tuple(write_phantom_label_maps(
                              args.out.parent / "phantom_label_maps", range(1, args.phantoms + 1))))
     state = train(config, resume=args.resume)

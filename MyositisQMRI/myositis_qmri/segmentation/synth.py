@@ -42,9 +42,55 @@ class LegSlices:
         return LegSlices(self.labels[keep], self.source[keep], self.names)
 
 
+# A muscle missing from one slice of a pair counts as this many pixels outside it there, so the
+# slice halfway holds the other slice's outline shrunk by this much (it ends between the two).
+ABSENT_MUSCLE_DISTANCE_PX = 6.0
+
+
+def _signed_distance_px(mask: np.ndarray) -> np.ndarray:
+    """Distance to the mask's edge in pixels: negative inside, positive outside."""
+    if not mask.any():
+        return np.full(mask.shape, ABSENT_MUSCLE_DISTANCE_PX, np.float32)
+    outside = ndimage.distance_transform_edt(~mask)
+    inside = ndimage.distance_transform_edt(mask)
+    return (outside - inside).astype(np.float32)
+
+
+def slice_between(labels_a: np.ndarray, labels_b: np.ndarray, fraction: float = 0.5) -> np.ndarray:
+    """Label slice `fraction` of the way from a to b, by shape-based (signed-distance) interpolation.
+
+    Label maps are stacks of 2-D slices 18-24 mm apart; the muscles' cross-sections change
+    smoothly in between, so interpolated outlines are anatomy the network has not seen.
+    """
+    best = np.full(labels_a.shape, np.inf, np.float32)
+    out = np.zeros(labels_a.shape, labels_a.dtype)
+    for value in np.union1d(np.unique(labels_a), np.unique(labels_b)):
+        if value == 0:
+            continue
+        distance = ((1 - fraction) * _signed_distance_px(labels_a == value)
+                    + fraction * _signed_distance_px(labels_b == value))
+        closer = (distance < 0) & (distance < best)
+        best[closer] = distance[closer]
+        out[closer] = value
+    return out
+
+
+def with_slices_between(labels_zyx: np.ndarray) -> np.ndarray:
+    """The label stack with one interpolated slice inserted between each pair of labelled slices."""
+    slices = [labels_zyx[0]]
+    for below, above in zip(labels_zyx[:-1], labels_zyx[1:]):
+        if below.any() and above.any():
+            slices.append(slice_between(below, above))
+        slices.append(above)
+    return np.stack(slices)
+
+
 def prepare_leg_slices(paths: list, spacing_mm: float, size: int,
-                       min_muscle_px: int = 150) -> LegSlices:
-    """Canonical right-leg label crops from label maps (files or Volumes, values 1..11 on both legs)."""
+                       min_muscle_px: int = 150, between_slices: bool = False) -> LegSlices:
+    """Canonical right-leg label crops from label maps (files or Volumes, values 1..11 on both legs).
+
+    between_slices adds a shape-interpolated slice between each pair of neighbouring slices.
+    """
     crops, sources, names = [], [], []
     for index, path in enumerate(track(list(paths), desc="preparing label maps")):
         volume = path if isinstance(path, Volume) else read_volume(path)
@@ -52,6 +98,8 @@ def prepare_leg_slices(paths: list, spacing_mm: float, size: int,
         volume = volume.with_array(np.rint(volume.array).astype(np.uint8))
         grid = sitk.GetArrayFromImage(model_grid_image(volume, spacing_mm, "nearest"))
         grid = np.where(grid <= N_MUSCLES, grid, 0).astype(np.uint8)
+        if between_slices:
+            grid = with_slices_between(grid)
         for window in leg_windows(grid > 0):
             own = np.zeros_like(grid)
             a, b = window.x_range

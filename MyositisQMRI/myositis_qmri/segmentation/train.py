@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ModelFileError
 from ..io.atomic import atomic_path
 from ..progress import Progress, step
 from . import synth
 from .labels import N_MUSCLES
-from .model import base_header, build_network, dice_per_label, save_model
+from .model import base_header, build_network, dice_per_label, load_model, save_model
 
 # The shared real-data folder sits next to the project checkout (or where the env var says).
 DEFAULT_LABEL_MAPS = Path(os.environ.get("MYOSITIS_QMRI_SHARED_DATA",
@@ -41,6 +42,8 @@ class TrainConfig:
     n_validation_slices: int = 192
     threads: int = 2
     extra_training_maps: tuple[Path, ...] = ()   # e.g. phantom label maps: training only
+    between_slices: bool = False   # add shape-interpolated slices between the training maps' slices
+    init_model: Path | None = None  # start from this model file's weights (same architecture)
 
 
 def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
@@ -73,17 +76,19 @@ def split_maps(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     return [p for p in paths if p not in validation], validation
 
 
-def _cache_path(out: Path, paths: list[Path], spacing_mm: float, crop_px: int) -> Path:
-    key = hashlib.sha1(json.dumps([sorted(p.name for p in paths), spacing_mm, crop_px]).encode()).hexdigest()[:10]
+def _cache_path(out: Path, paths: list[Path], spacing_mm: float, crop_px: int, between_slices: bool) -> Path:
+    fields = [sorted(p.name for p in paths), spacing_mm, crop_px] + (["between"] if between_slices else [])
+    key = hashlib.sha1(json.dumps(fields).encode()).hexdigest()[:10]
     return out.parent / f".{out.stem}.slices-{key}.npz"
 
 
-def load_slices(paths: list[Path], out: Path, spacing_mm: float, crop_px: int) -> synth.LegSlices:
-    cache = _cache_path(out, paths, spacing_mm, crop_px)
+def load_slices(paths: list[Path], out: Path, spacing_mm: float, crop_px: int,
+                between_slices: bool = False) -> synth.LegSlices:
+    cache = _cache_path(out, paths, spacing_mm, crop_px, between_slices)
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
         return synth.LegSlices(data["labels"], data["source"], [str(n) for n in data["names"]])
-    slices = synth.prepare_leg_slices(paths, spacing_mm, crop_px)
+    slices = synth.prepare_leg_slices(paths, spacing_mm, crop_px, between_slices=between_slices)
     with atomic_path(cache) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, labels=slices.labels, source=slices.source, names=np.array(slices.names))
@@ -147,6 +152,15 @@ def _load_checkpoint(path: Path, network, optimizer) -> dict:
     return state
 
 
+def _model_identity(path: Path | None) -> dict | None:
+    """Name, sha256 and training provenance of the model a run started from (None: from scratch)."""
+    if path is None:
+        return None
+    _, header = load_model(path)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"file": Path(path).name, "sha256": digest, "provenance": header.get("provenance")}
+
+
 def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.stem + ".checkpoint.safetensors")
 
@@ -160,12 +174,17 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
     train_maps, val_maps = split_maps(config.label_maps)
     train_maps = train_maps + list(config.extra_training_maps)
     step(f"{len(train_maps)} training and {len(val_maps)} validation label maps")
-    slices = load_slices(train_maps, config.out, config.spacing_mm, config.crop_px)
+    slices = load_slices(train_maps, config.out, config.spacing_mm, config.crop_px, config.between_slices)
     val_slices = load_slices(val_maps, config.out, config.spacing_mm, config.crop_px)
     val_images, val_targets = make_batch(np.random.default_rng(12345), val_slices,
                                          config.n_validation_slices, config.crop_px, config.spacing_mm)
     header = base_header(config.spacing_mm, config.crop_px)
     network = build_network(header["architecture"])
+    if config.init_model is not None:
+        initial, initial_header = load_model(config.init_model)
+        if initial_header["architecture"] != header["architecture"]:
+            raise ModelFileError(config.init_model, "its network differs from the one being trained")
+        network.load_state_dict(initial.state_dict())
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
     state = {"step": 0, "best_mean_dice": -1.0, "history": []}
@@ -204,6 +223,8 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                         "label_map_source": "Hirriririir/Multimodal-Multiethnic-Thigh-Muscle-MRI-analysis (Apache-2.0)",
                         "synthesis": "SynthSeg-style domain randomisation (myositis_qmri.segmentation.synth)",
                         "steps": state["step"], "batch_size": config.batch_size, "seed": config.seed,
+                        "learning_rate": config.learning_rate, "between_slices": config.between_slices,
+                        "initialised_from": _model_identity(config.init_model),
                         "command": "myositis-qmri train",
                     }
                     save_model(network, header, config.out)
