@@ -19,6 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     parser.add_argument("--phantoms", type=int, default=0, metavar="N",
                         help="also train on the label maps of N synthetic phantom exams (seeds 1..N)")
+    parser.add_argument("--spacing-mm", type=float, default=2.3, help="in-plane pixel size of the model grid (mm)")
+    parser.add_argument("--crop-px", type=int, default=96,
+                        help="side of the square one-leg crop in model pixels (a multiple of 16)")
     parser.add_argument("--between-slices", action="store_true",
                         help="add a shape-interpolated label slice between each pair of neighbouring slices")
     parser.add_argument("--init", type=Path, default=None, metavar="MODEL",
@@ -38,13 +41,15 @@ def main(args) -> int:
         raise InputError(folder, "needs at least two label maps (one is held out for validation)")
     if not str(args.out).endswith(".safetensors"):
         raise InputError(args.out, "model files must end in .safetensors")
+    if args.crop_px % 16:
+        raise InputError(args.out, f"--crop-px {args.crop_px} is not a multiple of 16 (the network halves it four times)")
     if not args.resume and checkpoint_path(args.out).exists():
         checkpoint_path(args.out).unlink()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(label_maps=maps, out=args.out, steps=args.steps, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, validate_every=args.validate_every,
                          seed=args.seed, threads=args.threads, between_slices=args.between_slices,
-                         init_model=args.init,
+                         init_model=args.init, spacing_mm=args.spacing_mm, crop_px=args.crop_px,
                          extra_training_maps=tuple(write_phantom_label_maps(
                              args.out.parent / "phantom_label_maps", range(1, args.phantoms + 1))))
     state = train(config, resume=args.resume)
