@@ -85,3 +85,13 @@ def test_training_starts_from_a_model_file(tmp_path):
     assert provenance["between_slices"] is True
     assert provenance["initialised_from"]["file"] == "first.safetensors"
     assert provenance["initialised_from"]["provenance"]["steps"] == 1
+
+
+def test_train_command_refuses_a_crop_the_network_cannot_halve(tmp_path, capsys):
+    from myositis_qmri.cli import main
+    maps = _label_maps(tmp_path)
+    code = main(["train", "--label-maps", str(tmp_path), "--out", str(tmp_path / "m.safetensors"),
+                 "--crop-px", "100", "--steps", "1"])
+    assert code == 2 and len(maps) == 2
+    assert "multiple of 16" in capsys.readouterr().err
+    assert not (tmp_path / "m.safetensors").exists()
