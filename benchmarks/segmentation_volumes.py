@@ -4,7 +4,8 @@ Each held-out real label map (train.split_maps) is rendered as a whole T1w-, Dix
 STIR-like volume (segmentation/validate.py) and segmented end to end by `segment_muscles`, with
 and without test-time augmentation. Prints Dice per case, per muscle, and the mean, against the
 issue's targets (mean >= 0.85 on a real case; no muscle below 0.70).
-Usage: python benchmarks/segmentation_volumes.py [--model FILE] [--no-tta-too]
+Usage: python benchmarks/segmentation_volumes.py [--model FILE] [--no-tta-too] [--record]
+--record writes the result into the model file's header (metrics.volume_validation).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from myositis_qmri.segmentation.train import DEFAULT_LABEL_MAPS, split_maps
 from myositis_qmri.segmentation.validate import validate_label_map
 
 
-def run(model, tta: bool) -> None:
+def run(model, tta: bool) -> dict:
     _, held_out = split_maps(sorted(DEFAULT_LABEL_MAPS.glob("*.nii.gz")))
     results = [r for path in held_out for r in validate_label_map(path, model_path=model, test_time_augmentation=tta)]
     for r in results:
@@ -29,16 +30,33 @@ def run(model, tta: bool) -> None:
     print(f"test-time augmentation {'on' if tta else 'off'}: mean Dice {np.nanmean(table):.3f} "
           f"over {len(results)} volumes (target 0.85, ratio {np.nanmean(table) / 0.85:.2f}); per muscle "
           + ", ".join(f"{m.abbreviation} {d:.2f}" for m, d in zip(MUSCLES, per_muscle)))
+    return {"mean_dice": round(float(np.nanmean(table)), 4), "lowest_muscle_dice": round(float(np.nanmin(table)), 4),
+            "dice": {str(m.index): round(float(d), 4) for m, d in zip(MUSCLES, per_muscle)},
+            "volumes": [f"{r.label_map} {r.contrast}" for r in results], "test_time_augmentation": tta,
+            "benchmark": "benchmarks/segmentation_volumes.py"}
+
+
+def record(model, result: dict) -> None:
+    """Store the result in the model header (weights untouched, file replaced atomically)."""
+    from myositis_qmri.segmentation.model import default_model_path, load_model, save_model
+    path = model or default_model_path()
+    network, header = load_model(path)
+    header.setdefault("metrics", {})["volume_validation"] = result
+    save_model(network, header, path)
+    print(f"recorded in {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--no-tta-too", action="store_true", help="also run without test-time augmentation")
+    parser.add_argument("--record", action="store_true", help="write the result into the model header")
     args = parser.parse_args()
     if not DEFAULT_LABEL_MAPS.exists():
         raise SystemExit(f"{DEFAULT_LABEL_MAPS} not found (the shared data)")
-    run(args.model, tta=True)
+    result = run(args.model, tta=True)
+    if args.record:
+        record(args.model, result)
     if args.no_tta_too:
         run(args.model, tta=False)
 
