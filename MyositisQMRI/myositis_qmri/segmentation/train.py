@@ -20,7 +20,7 @@ from ..io.atomic import atomic_path
 from ..progress import Progress, step
 from . import synth
 from .labels import N_MUSCLES
-from .model import base_header, build_network, dice_per_label, load_model, save_model
+from .model import base_header, build_network, dice_per_label, load_model, read_header, save_model
 
 # The shared real-data folder sits next to the project checkout (or where the env var says).
 DEFAULT_LABEL_MAPS = Path(os.environ.get("MYOSITIS_QMRI_SHARED_DATA",
@@ -156,7 +156,7 @@ def _model_identity(path: Path | None) -> dict | None:
     """Name, sha256 and training provenance of the model a run started from (None: from scratch)."""
     if path is None:
         return None
-    _, header = load_model(path)
+    header = read_header(path)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return {"file": Path(path).name, "sha256": digest, "provenance": header.get("provenance")}
 
@@ -185,6 +185,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
         if initial_header["architecture"] != header["architecture"]:
             raise ModelFileError(config.init_model, "its network differs from the one being trained")
         network.load_state_dict(initial.state_dict())
+    initialised_from = _model_identity(config.init_model)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
     state = {"step": 0, "best_mean_dice": -1.0, "history": []}
@@ -224,7 +225,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                         "synthesis": "SynthSeg-style domain randomisation (myositis_qmri.segmentation.synth)",
                         "steps": state["step"], "batch_size": config.batch_size, "seed": config.seed,
                         "learning_rate": config.learning_rate, "between_slices": config.between_slices,
-                        "initialised_from": _model_identity(config.init_model),
+                        "initialised_from": initialised_from,
                         "command": "myositis-qmri train",
                     }
                     save_model(network, header, config.out)
