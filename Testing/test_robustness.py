@@ -79,6 +79,18 @@ def test_failed_write_leaves_nothing_under_the_final_name(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_outputs_get_normal_permissions_even_when_the_writer_recreates_the_file(tmp_path):
+    # safetensors (model files) replaces the temporary file with a new one of mode 0600.
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "model.safetensors") as tmp:
+            tmp.unlink()
+            tmp.touch(mode=0o600)
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
 def test_failed_rewrite_keeps_the_previous_complete_file(tmp_path):
     volume = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
     final = write_volume(volume, tmp_path / "ff.nii.gz")

@@ -26,9 +26,11 @@ def atomic_path(final_path: str | Path) -> Iterator[Path]:
                                     dir=final_path.parent)
     os.close(fd)
     tmp_path = Path(tmp_name)
-    os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs get normal permissions
     try:
         yield tmp_path
+        # mkstemp makes 0600, and some writers (safetensors) recreate the file as 0600: outputs
+        # get the permissions any other new file would, whoever wrote them.
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, final_path)
     finally:
         if tmp_path.exists():
