@@ -20,7 +20,7 @@ from ..io.atomic import atomic_path
 from ..progress import Progress, step
 from . import synth
 from .labels import N_MUSCLES
-from .model import base_header, build_network, dice_per_label, load_model, read_header, save_model
+from .model import base_header, build_network, dice_per_label, load_model, save_model
 
 # The shared real-data folder sits next to the project checkout (or where the env var says).
 DEFAULT_LABEL_MAPS = Path(os.environ.get("MYOSITIS_QMRI_SHARED_DATA",
@@ -152,11 +152,8 @@ def _load_checkpoint(path: Path, network, optimizer) -> dict:
     return state
 
 
-def _model_identity(path: Path | None) -> dict | None:
-    """Name, sha256 and training provenance of the model a run started from (None: from scratch)."""
-    if path is None:
-        return None
-    header = read_header(path)
+def _model_identity(path: Path, header: dict) -> dict:
+    """Name, sha256 and training provenance of the model file a run started from."""
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return {"file": Path(path).name, "sha256": digest, "provenance": header.get("provenance")}
 
@@ -180,12 +177,13 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                                          config.n_validation_slices, config.crop_px, config.spacing_mm)
     header = base_header(config.spacing_mm, config.crop_px)
     network = build_network(header["architecture"])
+    initialised_from = None
     if config.init_model is not None:
         initial, initial_header = load_model(config.init_model)
         if initial_header["architecture"] != header["architecture"]:
             raise ModelFileError(config.init_model, "its network differs from the one being trained")
         network.load_state_dict(initial.state_dict())
-    initialised_from = _model_identity(config.init_model)
+        initialised_from = _model_identity(config.init_model, initial_header)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
     state = {"step": 0, "best_mean_dice": -1.0, "history": []}
