@@ -1,6 +1,7 @@
 """Volume-level validation: rendering of held-out label maps and end-to-end Dice (shared data)."""
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from myositis_qmri.segmentation import synth
 from myositis_qmri.segmentation.validate import CONTRASTS, render, tissue_map, validate_label_map
@@ -20,12 +21,28 @@ def _two_leg_map():
 def test_rendered_contrasts_order_the_tissues():
     tissue = tissue_map(_two_leg_map(), 2.0, seed=0)
     assert (tissue == synth.FAT).any() and (tissue == synth.SKIN).any()
-    for contrast, fat_brighter in (("t1w", True), ("dixon_water", False), ("stir", False)):
+    fat_brighter = {"t1w": True, "t2w": True, "mese_echo1": True, "dixon_water": False, "stir": False,
+                    "dixon_fat": True, "dixon_in_phase": True, "dixon_opposed_phase": True}
+    assert set(CONTRASTS) == set(fat_brighter)
+    for contrast in CONTRASTS:
         image = render(tissue, contrast, seed=1)
         fat, muscle = np.median(image[tissue == synth.FAT]), np.median(image[(tissue >= 1) & (tissue <= 11)])
-        assert (fat > muscle) == fat_brighter, contrast
+        assert (fat > muscle) == fat_brighter[contrast], contrast
         assert image.dtype == np.float32 and np.isfinite(image).all()
-    assert set(CONTRASTS) == {"t1w", "dixon_water", "stir"}
+
+
+def test_opposed_phase_darkens_muscle_fat_borders():
+    """Water and fat cancel where a voxel holds both: the border is darker than either side."""
+    tissue = tissue_map(_two_leg_map(), 2.0, seed=0)[:1]
+    muscle = (tissue[0] >= 1) & (tissue[0] <= 11)
+    fat = tissue[0] == synth.FAT
+    border = muscle & ndimage.binary_dilation(fat)
+    inner_muscle = ndimage.binary_erosion(muscle, iterations=2)
+    inner_fat = ndimage.binary_erosion(fat)
+    for contrast, darker in (("dixon_opposed_phase", True), ("dixon_in_phase", False)):
+        image = render(tissue, contrast, seed=1)[0]
+        edge = np.median(image[border])
+        assert (edge < 0.8 * min(np.median(image[inner_muscle]), np.median(image[inner_fat]))) == darker, contrast
 
 
 def test_held_out_label_map_is_segmented_end_to_end(shared_data):

@@ -4,8 +4,9 @@ The training loop validates on single synthetic slices with random contrast. Thi
 the question a user asks: given a whole thigh volume in a familiar contrast, how well does
 `segment_muscles` (orientation, leg split, resampling, test-time augmentation, post-processing)
 recover the muscles? Each held-out label map is rendered slice by slice with the training
-tissue model (synth.add_tissues: fat, skin, femur, fascia...) and fixed T1w-, water- and
-STIR-like intensities, plus a smooth coil bias and Rician noise.
+tissue model (synth.add_tissues: fat, skin, femur, fascia...) and fixed intensities for each
+structural contrast the issue names (T1w, T2w, STIR, Dixon water, fat, in-phase and
+opposed-phase, first MESE echo), plus a smooth coil bias and Rician noise.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from ..io import read_volume
 from ..volume import Volume
@@ -23,15 +25,27 @@ from .canonical import leg_windows, reorient
 from .labels import LEFT_OFFSET, N_MUSCLES
 from .model import dice_per_label
 
-# Mean intensity per tissue (relative units) for three common structural contrasts.
-CONTRASTS = {
+# Mean intensity per tissue (relative units) for the common structural contrasts.
+TISSUE_INTENSITIES = {
     "t1w": {"muscle": 0.30, synth.FAT: 0.90, synth.MARROW: 0.85, synth.FASCIA: 0.55,
             synth.CORTEX: 0.03, synth.SKIN: 0.50, synth.VESSEL: 0.20, 0: 0.02},
+    "t2w": {"muscle": 0.20, synth.FAT: 0.80, synth.MARROW: 0.70, synth.FASCIA: 0.40,
+            synth.CORTEX: 0.02, synth.SKIN: 0.40, synth.VESSEL: 0.60, 0: 0.02},
+    "mese_echo1": {"muscle": 0.60, synth.FAT: 0.90, synth.MARROW: 0.85, synth.FASCIA: 0.70,
+                   synth.CORTEX: 0.03, synth.SKIN: 0.60, synth.VESSEL: 0.50, 0: 0.02},
     "dixon_water": {"muscle": 0.50, synth.FAT: 0.06, synth.MARROW: 0.10, synth.FASCIA: 0.30,
                     synth.CORTEX: 0.03, synth.SKIN: 0.40, synth.VESSEL: 0.60, 0: 0.02},
     "stir": {"muscle": 0.25, synth.FAT: 0.04, synth.MARROW: 0.05, synth.FASCIA: 0.15,
              synth.CORTEX: 0.02, synth.SKIN: 0.30, synth.VESSEL: 0.80, 0: 0.02},
+    "dixon_fat": {"muscle": 0.04, synth.FAT: 0.85, synth.MARROW: 0.80, synth.FASCIA: 0.30,
+                  synth.CORTEX: 0.02, synth.SKIN: 0.15, synth.VESSEL: 0.03, 0: 0.02},
 }
+# In-phase and opposed-phase images are the sum and the difference of the water and fat images.
+# Both are blurred first (partial volume), so the difference cancels along every muscle-fat
+# border: the dark edge that outlines muscles on opposed-phase images.
+DIXON_SUMS = {"dixon_in_phase": 1.0, "dixon_opposed_phase": -1.0}
+PARTIAL_VOLUME_SIGMA_PX = 0.6
+CONTRASTS = (*TISSUE_INTENSITIES, *DIXON_SUMS)
 NOISE_SIGMA = 0.02       # Rician noise, relative to the intensities above (muscle SNR 12-25)
 
 
@@ -62,17 +76,33 @@ def tissue_map(muscles_zyx: np.ndarray, spacing_mm: float, seed: int) -> np.ndar
     return tissue
 
 
-def render(tissue_zyx: np.ndarray, contrast: str, seed: int) -> np.ndarray:
-    """Magnitude image (float32) of a tissue map in one of CONTRASTS."""
-    rng = np.random.default_rng(seed)
-    table = CONTRASTS[contrast]
+def _tissue_image(tissue_zyx: np.ndarray, contrast: str, rng) -> np.ndarray:
+    """Noise-free image of a tissue map with one of TISSUE_INTENSITIES (muscles differ slightly)."""
+    table = TISSUE_INTENSITIES[contrast]
     means = np.zeros(synth.N_TISSUES)
     means[1:synth.OTHER_LEG + 1] = table["muscle"] + rng.normal(0, 0.015, synth.OTHER_LEG)
     means[synth.OTHER_MUSCLE] = table["muscle"]
     for tissue, value in table.items():
         if tissue != "muscle":
             means[tissue] = value
-    image = means[tissue_zyx] + rng.normal(0, 0.01, tissue_zyx.shape)
+    return means[tissue_zyx] + rng.normal(0, 0.01, tissue_zyx.shape)
+
+
+def _dixon_sum(tissue_zyx: np.ndarray, sign: float, rng) -> np.ndarray:
+    """|water + sign * fat|, each image blurred in-plane by the partial-volume kernel."""
+    sigma = (0, PARTIAL_VOLUME_SIGMA_PX, PARTIAL_VOLUME_SIGMA_PX)
+    water, fat = (ndimage.gaussian_filter(_tissue_image(tissue_zyx, name, rng), sigma)
+                  for name in ("dixon_water", "dixon_fat"))
+    return np.abs(water + sign * fat)
+
+
+def render(tissue_zyx: np.ndarray, contrast: str, seed: int) -> np.ndarray:
+    """Magnitude image (float32) of a tissue map in one of CONTRASTS."""
+    rng = np.random.default_rng(seed)
+    if contrast in DIXON_SUMS:
+        image = _dixon_sum(tissue_zyx, DIXON_SUMS[contrast], rng)
+    else:
+        image = _tissue_image(tissue_zyx, contrast, rng)
     ny, nx = tissue_zyx.shape[1:]
     yy, xx = np.mgrid[0:ny, 0:nx]
     image *= np.exp(0.2 * np.sin(np.pi * yy / ny) * np.cos(2 * xx / nx))[None]
