@@ -44,6 +44,20 @@ def test_midline_and_leg_crops_round_trip():
         np.testing.assert_array_equal(part[0], values[:, ys, xs])
 
 
+def test_touching_thighs_are_split_but_one_wide_thigh_is_not():
+    yy, xx = np.mgrid[0:80, 0:140]
+    touching = np.zeros((2, 80, 140), bool)
+    for cx in (42, 97):   # 60 px wide, 70 px deep, centres 55 px apart: they overlap
+        touching[:, ((yy - 40) / 35) ** 2 + ((xx - cx) / 30) ** 2 <= 1] = True
+    assert touching[0, 40, 42:98].all()           # one blob: no empty column between the legs
+    assert 65 <= midline_column(touching) <= 74
+    assert [w.side for w in leg_windows(touching)] == ["right", "left"]
+    one_thigh = np.zeros((2, 80, 140), bool)
+    one_thigh[:, ((yy - 40) / 35) ** 2 + ((xx - 70) / 45) ** 2 <= 1] = True   # 1.3x as wide as deep
+    assert midline_column(one_thigh) is None
+    assert len(leg_windows(one_thigh)) == 1
+
+
 def test_phantom_sides_and_dice(exam, segmented):
     truth = exam.muscle_labels.array
     out = segmented.array

@@ -46,10 +46,17 @@ def model_grid_image(volume: Volume, spacing_mm: float, interpolation: str = "li
                          default, image.GetPixelID())
 
 
+# A thigh's cross-section is about as wide as it is deep; two thighs side by side are about twice
+# as wide. Thighs that touch (common in heavier patients) leave only a shallow dip in the profile,
+# so a footprint wider than this is split at its deepest dip anyway.
+TWO_LEG_WIDTH_TO_DEPTH = 1.5
+
+
 def midline_column(foreground_zyx: np.ndarray) -> int | None:
     """x column separating the two thighs (the gap in the foreground's x profile), or None.
 
-    None when the profile shows a single leg: no dip below 30 % of the smaller leg's peak.
+    None when the profile shows a single leg: no dip below 30 % of the smaller leg's peak, and
+    a footprint (pixels square) no wider than TWO_LEG_WIDTH_TO_DEPTH times its depth.
     """
     profile = ndimage.uniform_filter1d(foreground_zyx.sum(axis=(0, 1)).astype(float), 3)
     columns = np.nonzero(profile > 0.02 * profile.max())[0] if profile.max() > 0 else []
@@ -62,7 +69,9 @@ def midline_column(foreground_zyx: np.ndarray) -> int | None:
     gap = inner_lo + int(np.argmin(profile[inner_lo:inner_hi + 1]))
     left_peak, right_peak = profile[lo:gap + 1].max(), profile[gap:hi + 1].max()
     if profile[gap] > 0.3 * min(left_peak, right_peak):
-        return None
+        rows = np.nonzero(foreground_zyx.any(axis=(0, 2)))[0]
+        depth = rows[-1] - rows[0] + 1
+        return gap if (hi - lo + 1) > TWO_LEG_WIDTH_TO_DEPTH * depth else None
     # Centre of the flat minimum (a wide empty gap between the thighs).
     flat = np.nonzero(profile[inner_lo:inner_hi + 1] <= profile[gap] + 1e-6)[0] + inner_lo
     runs = np.split(flat, np.nonzero(np.diff(flat) > 1)[0] + 1)
