@@ -45,15 +45,18 @@ def test_midline_and_leg_crops_round_trip():
 
 
 def test_touching_thighs_are_split_but_one_wide_thigh_is_not():
-    yy, xx = np.mgrid[0:80, 0:140]
-    touching = np.zeros((2, 80, 140), bool)
-    for cx in (42, 97):   # 60 px wide, 70 px deep, centres 55 px apart: they overlap
+    yy, xx = np.mgrid[0:80, 0:160]
+    touching = np.zeros((2, 80, 160), bool)
+    for cx in (47, 102):   # 60 px wide, 70 px deep, centres 55 px apart: they overlap
         touching[:, ((yy - 40) / 35) ** 2 + ((xx - cx) / 30) ** 2 <= 1] = True
-    assert touching[0, 40, 42:98].all()           # one blob: no empty column between the legs
-    assert 65 <= midline_column(touching) <= 74
-    assert [w.side for w in leg_windows(touching)] == ["right", "left"]
-    one_thigh = np.zeros((2, 80, 140), bool)
-    one_thigh[:, ((yy - 40) / 35) ** 2 + ((xx - 70) / 45) ** 2 <= 1] = True   # 1.3x as wide as deep
+    assert touching[0, 40, 47:103].all()          # one blob: no empty column between the legs
+    pressed_flat = np.zeros((2, 80, 160), bool)   # two thighs squared off against each other: no dip
+    pressed_flat[:, 10:70, 20:140] = True
+    for both in (touching, pressed_flat):
+        assert 70 <= midline_column(both) <= 90
+        assert [w.side for w in leg_windows(both)] == ["right", "left"]
+    one_thigh = np.zeros((2, 80, 160), bool)
+    one_thigh[:, ((yy - 40) / 35) ** 2 + ((xx - 80) / 45) ** 2 <= 1] = True   # 1.3x as wide as deep
     assert midline_column(one_thigh) is None
     assert len(leg_windows(one_thigh)) == 1
 

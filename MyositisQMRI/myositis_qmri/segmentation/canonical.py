@@ -46,17 +46,20 @@ def model_grid_image(volume: Volume, spacing_mm: float, interpolation: str = "li
                          default, image.GetPixelID())
 
 
-# A thigh's cross-section is about as wide as it is deep; two thighs side by side are about twice
-# as wide. Thighs that touch (common in heavier patients) leave only a shallow dip in the profile,
-# so a footprint wider than this is split at its deepest dip anyway.
+# One thigh's x profile (foreground pixels per column) rises to one peak and falls: its inner
+# half holds no dip. Two thighs give two lobes; thighs that touch (common in heavier patients)
+# leave only a shallow dip between them, so any dip below this fraction of the smaller lobe's
+# peak splits. Thighs pressed flat together may leave none, but then the footprint is far wider
+# than one thigh, which is about as wide as it is deep.
+TWO_LOBE_DIP = 0.85
 TWO_LEG_WIDTH_TO_DEPTH = 1.5
 
 
 def midline_column(foreground_zyx: np.ndarray) -> int | None:
-    """x column separating the two thighs (the gap in the foreground's x profile), or None.
+    """x column separating the two thighs (the deepest dip in the foreground's x profile), or None.
 
-    None when the profile shows a single leg: no dip below 30 % of the smaller leg's peak, and
-    a footprint (pixels square) no wider than TWO_LEG_WIDTH_TO_DEPTH times its depth.
+    None for a single leg: no dip below TWO_LOBE_DIP of the smaller side's peak in the inner half
+    of the profile, and a footprint (pixels square) no wider than TWO_LEG_WIDTH_TO_DEPTH x its depth.
     """
     profile = ndimage.uniform_filter1d(foreground_zyx.sum(axis=(0, 1)).astype(float), 3)
     columns = np.nonzero(profile > 0.02 * profile.max())[0] if profile.max() > 0 else []
@@ -68,10 +71,10 @@ def midline_column(foreground_zyx: np.ndarray) -> int | None:
         return None
     gap = inner_lo + int(np.argmin(profile[inner_lo:inner_hi + 1]))
     left_peak, right_peak = profile[lo:gap + 1].max(), profile[gap:hi + 1].max()
-    if profile[gap] > 0.3 * min(left_peak, right_peak):
-        rows = np.nonzero(foreground_zyx.any(axis=(0, 2)))[0]
-        depth = rows[-1] - rows[0] + 1
-        return gap if (hi - lo + 1) > TWO_LEG_WIDTH_TO_DEPTH * depth else None
+    rows = np.nonzero(foreground_zyx.any(axis=(0, 2)))[0]
+    two_lobes = profile[gap] < TWO_LOBE_DIP * min(left_peak, right_peak)
+    if not two_lobes and (hi - lo + 1) <= TWO_LEG_WIDTH_TO_DEPTH * (rows[-1] - rows[0] + 1):
+        return None
     # Centre of the flat minimum (a wide empty gap between the thighs).
     flat = np.nonzero(profile[inner_lo:inner_hi + 1] <= profile[gap] + 1e-6)[0] + inner_lo
     runs = np.split(flat, np.nonzero(np.diff(flat) > 1)[0] + 1)
