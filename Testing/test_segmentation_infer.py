@@ -61,6 +61,21 @@ def test_touching_thighs_are_split_but_one_wide_thigh_is_not():
     assert len(leg_windows(one_thigh)) == 1
 
 
+def test_real_thighs_pushed_together_are_still_two_legs(shared_data):
+    """The real Dixon with its air gap and 32 mm of each thigh's inner side cut out: the thighs
+    merge into one blob, and each leg must still get its own 11 muscles."""
+    from myositis_qmri.io import read_volume
+    image = read_volume(shared_data / "dixon3pt_thigh_siemens" / "0006-Dixon_TE_345_th.nii.gz")
+    apart = segment_muscles(image, test_time_augmentation=False).array
+    middle, cut = image.array.shape[2] // 2, 46      # columns of 0.8 mm either side of the midline
+    keep = np.r_[0:middle - cut, middle + cut:image.array.shape[2]]
+    together = segment_muscles(image.with_array(image.array[:, :, keep].copy()),
+                               test_time_augmentation=False).array
+    assert set(np.unique(together)) == set(range(23))
+    dice = dice_per_label(together, apart[:, :, keep], range(1, 23))
+    assert np.nanmean(list(dice.values())) > 0.8     # measured 0.87
+
+
 def test_phantom_sides_and_dice(exam, segmented):
     truth = exam.muscle_labels.array
     out = segmented.array
