@@ -25,18 +25,19 @@ from .canonical import leg_windows, reorient
 from .labels import LEFT_OFFSET, N_MUSCLES
 from .model import dice_per_label
 
-# Mean intensity per tissue (relative units) for the common structural contrasts.
+# Mean intensity per tissue (relative units) for the common structural contrasts. The order fixes
+# each contrast's noise seed (validate_label_map), so the first three keep their earlier renderings.
 TISSUE_INTENSITIES = {
     "t1w": {"muscle": 0.30, synth.FAT: 0.90, synth.MARROW: 0.85, synth.FASCIA: 0.55,
             synth.CORTEX: 0.03, synth.SKIN: 0.50, synth.VESSEL: 0.20, 0: 0.02},
-    "t2w": {"muscle": 0.20, synth.FAT: 0.80, synth.MARROW: 0.70, synth.FASCIA: 0.40,
-            synth.CORTEX: 0.02, synth.SKIN: 0.40, synth.VESSEL: 0.60, 0: 0.02},
-    "mese_echo1": {"muscle": 0.60, synth.FAT: 0.90, synth.MARROW: 0.85, synth.FASCIA: 0.70,
-                   synth.CORTEX: 0.03, synth.SKIN: 0.60, synth.VESSEL: 0.50, 0: 0.02},
     "dixon_water": {"muscle": 0.50, synth.FAT: 0.06, synth.MARROW: 0.10, synth.FASCIA: 0.30,
                     synth.CORTEX: 0.03, synth.SKIN: 0.40, synth.VESSEL: 0.60, 0: 0.02},
     "stir": {"muscle": 0.25, synth.FAT: 0.04, synth.MARROW: 0.05, synth.FASCIA: 0.15,
              synth.CORTEX: 0.02, synth.SKIN: 0.30, synth.VESSEL: 0.80, 0: 0.02},
+    "t2w": {"muscle": 0.20, synth.FAT: 0.80, synth.MARROW: 0.70, synth.FASCIA: 0.40,
+            synth.CORTEX: 0.02, synth.SKIN: 0.40, synth.VESSEL: 0.60, 0: 0.02},
+    "mese_echo1": {"muscle": 0.60, synth.FAT: 0.90, synth.MARROW: 0.85, synth.FASCIA: 0.70,
+                   synth.CORTEX: 0.03, synth.SKIN: 0.60, synth.VESSEL: 0.50, 0: 0.02},
     "dixon_fat": {"muscle": 0.04, synth.FAT: 0.85, synth.MARROW: 0.80, synth.FASCIA: 0.30,
                   synth.CORTEX: 0.02, synth.SKIN: 0.15, synth.VESSEL: 0.03, 0: 0.02},
 }
