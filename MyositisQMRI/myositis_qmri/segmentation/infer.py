@@ -5,7 +5,8 @@ body mask and leg split at the gap, or the dip where the thighs touch, one crop 
 left mirrored onto the right), the 2-D network slice by slice (averaged over shifted copies,
 then blended with the neighbouring slices, none on slices without a body), probabilities
 resampled back to the input grid, side assigned from patient position, then the largest
-component per label and small holes filled. The result is an int16 label map on the input grid (values from labels.py).
+component per label and small holes filled. The result is an int16 label map on the input
+grid (values from labels.py).
 """
 from __future__ import annotations
 
