@@ -42,7 +42,7 @@ def main(args) -> int:
     if not str(args.out).endswith(".safetensors"):
         raise InputError(args.out, "model files must end in .safetensors")
     if args.crop_px % 16:
-        raise InputError(args.out, f"--crop-px {args.crop_px} is not a multiple of 16 (the network halves it four times)")
+        raise InputError("--crop-px", f"{args.crop_px} is not a multiple of 16 (the network halves it four times)")
     if not args.resume and checkpoint_path(args.out).exists():
         checkpoint_path(args.out).unlink()
     args.out.parent.mkdir(parents=True, exist_ok=True)
