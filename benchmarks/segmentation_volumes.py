@@ -27,14 +27,14 @@ def run(model, tta: bool) -> dict:
         print(f"  {r.label_map:40s} {r.contrast:12s} mean Dice {r.mean_dice:.3f}  "
               f"min {np.nanmin(list(r.dice.values())):.3f}  {r.seconds:.1f} s")
     table = np.array([[r.dice[m.index] for m in MUSCLES] for r in results])
-    per_muscle = np.nanmean(table, axis=0)
+    mean, per_muscle = float(np.nanmean(table)), np.nanmean(table, axis=0)
     contrasts = list(dict.fromkeys(r.contrast for r in results))
     per_contrast = {c: float(np.nanmean([r.mean_dice for r in results if r.contrast == c])) for c in contrasts}
     print("per contrast: " + ", ".join(f"{c} {d:.3f}" for c, d in per_contrast.items()))
-    print(f"test-time augmentation {'on' if tta else 'off'}: mean Dice {np.nanmean(table):.3f} "
-          f"over {len(results)} volumes (target 0.85, ratio {np.nanmean(table) / 0.85:.2f}); per muscle "
+    print(f"test-time augmentation {'on' if tta else 'off'}: mean Dice {mean:.3f} "
+          f"over {len(results)} volumes (target 0.85, ratio {mean / 0.85:.2f}); per muscle "
           + ", ".join(f"{m.abbreviation} {d:.2f}" for m, d in zip(MUSCLES, per_muscle)))
-    return {"mean_dice": round(float(np.nanmean(table)), 4), "lowest_muscle_dice": round(float(np.nanmin(table)), 4),
+    return {"mean_dice": round(mean, 4), "lowest_muscle_dice": round(float(np.nanmin(table)), 4),
             "dice": {str(m.index): round(float(d), 4) for m, d in zip(MUSCLES, per_muscle)},
             "dice_per_contrast": {c: round(d, 4) for c, d in per_contrast.items()},
             "volumes": [f"{r.label_map} {r.contrast}" for r in results], "test_time_augmentation": tta,
