@@ -7,6 +7,8 @@ recover the muscles? Each held-out label map is rendered slice by slice with the
 tissue model (synth.add_tissues: fat, skin, femur, fascia...) and fixed intensities for each
 structural contrast the issue names (T1w, T2w, STIR, Dixon water, fat, in-phase and
 opposed-phase, first MESE echo), plus a smooth coil bias and Rician noise.
+`cross_contrast_agreement` is the label-free check on real scans: several co-registered images
+of one subject (Dixon water, fat, echoes) segmented separately should give the same muscles.
 """
 from __future__ import annotations
 
@@ -131,3 +133,44 @@ def validate_label_map(path: Path, contrasts=tuple(CONTRASTS), model_path=None, 
         results.append(VolumeResult(Path(path).name, contrast,
                                     dice_per_label(predicted, muscles, range(1, N_MUSCLES + 1)), seconds))
     return results
+
+
+@dataclass
+class AgreementResult:
+    images: list[str]
+    dice: dict[tuple[str, str], float]        # mean Dice over the labels present, per image pair
+    dice_per_slice: dict[tuple[str, str], list[float]]
+
+    @property
+    def mean_dice(self) -> float:
+        return float(np.mean(list(self.dice.values())))
+
+
+def cross_contrast_agreement(images: dict[str, Volume], model_path=None,
+                             test_time_augmentation: bool = True) -> AgreementResult:
+    """Segment each co-registered image of one subject and compare every pair (all 22 labels).
+
+    Needs no reference: two segmentations of the same anatomy cannot both be right where they
+    differ, so disagreement is a floor under the error on real scans, where the rendered volumes
+    above cannot reach (real texture, fascia, vessels, partial volume).
+    """
+    from .infer import segment_muscles
+    names = list(images)
+    first = images[names[0]].geometry
+    for name in names[1:]:
+        if not images[name].geometry.same_grid(first):
+            raise ValueError(f"cross-contrast agreement needs images on one grid: {name} differs from {names[0]}")
+    labels = {n: segment_muscles(images[n], model_path, test_time_augmentation=test_time_augmentation).array
+              for n in names}
+    dice, per_slice = {}, {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            dice[(a, b)] = _mean_label_dice(labels[a], labels[b])
+            per_slice[(a, b)] = [_mean_label_dice(sa, sb) for sa, sb in zip(labels[a], labels[b])]
+    return AgreementResult(names, dice, per_slice)
+
+
+def _mean_label_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Dice over the muscle labels (both sides) present in either map; NaN if none is."""
+    scores = [d for d in dice_per_label(a, b, range(1, LEFT_OFFSET + N_MUSCLES + 1)).values() if not np.isnan(d)]
+    return float(np.mean(scores)) if scores else float("nan")

@@ -1,0 +1,89 @@
+"""Label-free segmentation check on a real scan: agreement across the contrasts of one Dixon exam.
+
+The real 3-point thigh Dixon in ../shared/data gives six co-registered images of one subject:
+the water and fat images (this project's Dixon fit), their sum, and the three echo magnitudes.
+Each is segmented on its own, and every pair is compared (mean Dice over all 22 labels). Two
+segmentations of the same anatomy cannot both be right where they differ, so this is a floor
+under the error on real images, which the rendered volumes (segmentation_volumes.py) cannot give.
+Usage: python benchmarks/segmentation_real_agreement.py [--model FILE ...] [--no-tta] [--record]
+Several --model files are compared side by side; --record writes the first one's result into
+its header (metrics.real_cross_contrast_agreement).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from myositis_qmri.io.load import load_magnitude_phase
+from myositis_qmri.maps.dixon import compute_fat_fraction
+from myositis_qmri.segmentation.validate import cross_contrast_agreement
+
+DIXON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dixon3pt_thigh_siemens"
+ECHO_TIMES_MS = (3.45, 4.60, 5.75)
+END_SLICES = 2   # slices at each end of the stack, reported apart (the anatomy changes fastest there)
+
+
+def dixon_images(folder: Path = DIXON) -> dict:
+    """The six co-registered images of the real Dixon exam, by name."""
+    magnitude, phase = load_magnitude_phase(sorted(folder.glob("*.nii.gz")), te_ms=list(ECHO_TIMES_MS))
+    maps = compute_fat_fraction("auto", magnitude=magnitude, phase=phase, field_t=3.0)
+    images = {"water": maps.water, "fat": maps.fat,
+              "water+fat": maps.water.with_array(maps.water.array + maps.fat.array)}
+    images.update({f"echo {te:.2f} ms": magnitude.echo(i) for i, te in enumerate(ECHO_TIMES_MS)})
+    return images
+
+
+def run(images: dict, model, tta: bool) -> dict:
+    result = cross_contrast_agreement(images, model, test_time_augmentation=tta)
+    names = result.images
+    print(f"model {model or 'shipped'}, test-time augmentation {'on' if tta else 'off'}")
+    print(" " * 14 + "".join(f"{n[:12]:>13s}" for n in names))
+    for a in names:
+        row = [1.0 if a == b else result.dice.get((a, b), result.dice.get((b, a))) for b in names]
+        print(f"{a[:12]:14s}" + "".join(f"{d:13.3f}" for d in row))
+    per_slice = np.array(list(result.dice_per_slice.values()))
+    middle = per_slice[:, END_SLICES:-END_SLICES] if per_slice.shape[1] > 2 * END_SLICES else per_slice
+    summary = {"mean_dice": round(result.mean_dice, 4), "lowest_pair_dice": round(min(result.dice.values()), 4),
+               "middle_slices_dice": round(float(np.nanmean(middle)), 4),
+               "dice_per_slice": [round(float(d), 4) for d in np.nanmean(per_slice, axis=0)],
+               "images": names, "test_time_augmentation": tta,
+               "benchmark": "benchmarks/segmentation_real_agreement.py"}
+    print(f"mean pairwise Dice {summary['mean_dice']:.3f} (lowest pair {summary['lowest_pair_dice']:.3f}); "
+          f"without the {END_SLICES} end slices each side {summary['middle_slices_dice']:.3f}; per slice "
+          + " ".join(f"{d:.2f}" for d in summary["dice_per_slice"]))
+    return summary
+
+
+def record(model, result: dict) -> None:
+    """Store the result in the model header (weights untouched, file replaced atomically)."""
+    from myositis_qmri.segmentation.model import default_model_path, load_model, save_model
+    path = model or default_model_path()
+    network, header = load_model(path)
+    header.setdefault("metrics", {})["real_cross_contrast_agreement"] = result
+    save_model(network, header, path)
+    print(f"recorded in {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", type=Path, action="append", default=None)
+    parser.add_argument("--no-tta", action="store_true", help="without test-time augmentation")
+    parser.add_argument("--record", action="store_true", help="write the first model's result into its header")
+    args = parser.parse_args()
+    if not DIXON.exists():
+        raise SystemExit(f"{DIXON} not found (the shared data)")
+    images = dixon_images()
+    models = args.model or [None]
+    results = [run(images, model, tta=not args.no_tta) for model in models]
+    if len(models) > 1:
+        base = results[0]["mean_dice"]
+        for model, result in zip(models, results):
+            print(f"{str(model):60s} mean {result['mean_dice']:.3f}  ratio to first {result['mean_dice'] / base:.3f}")
+    if args.record:
+        record(models[0], results[0])
+
+
+if __name__ == "__main__":
+    main()
