@@ -61,7 +61,8 @@ def test_agreement_refuses_images_on_different_grids():
     from myositis_qmri.volume import Volume
     image = Volume(np.zeros((2, 64, 64), np.float32), spacing_mm=(2.0, 2.0, 5.0))
     moved = Volume(image.array, spacing_mm=(2.0, 2.0, 5.0), origin_mm=(10.0, 0.0, 0.0))
-    with pytest.raises(ValueError, match="one grid: moved differs from image"):
+    from myositis_qmri.errors import InputError
+    with pytest.raises(InputError, match="moved: not on the grid of image"):
         cross_contrast_agreement({"image": image, "moved": moved})
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ..errors import InputError
 from ..io import read_volume
 from ..volume import Volume
 from . import synth
@@ -159,7 +160,8 @@ def cross_contrast_agreement(images: dict[str, Volume], model_path=None,
     first = images[names[0]].geometry
     for name in names[1:]:
         if not images[name].geometry.same_grid(first):
-            raise ValueError(f"cross-contrast agreement needs images on one grid: {name} differs from {names[0]}")
+            raise InputError(name, f"not on the grid of {names[0]}; cross-contrast agreement compares "
+                                   "co-registered images voxel by voxel")
     labels = {n: segment_muscles(images[n], model_path, test_time_augmentation=test_time_augmentation).array
               for n in names}
     dice, per_slice = {}, {}
