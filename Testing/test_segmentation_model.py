@@ -30,6 +30,19 @@ def test_round_trip(tmp_path):
     torch.testing.assert_close(loaded(x), network(x))
 
 
+def test_recorded_metrics_join_the_header_and_leave_the_weights(tmp_path):
+    header = _tiny_header()
+    network = M.build_network(header["architecture"])
+    path = M.save_model(network, header, tmp_path / "m.safetensors")
+    M.record_metrics(path, "real_cross_contrast_agreement", {"mean_dice": 0.8})
+    loaded, loaded_header = M.load_model(path)
+    assert loaded_header["metrics"]["real_cross_contrast_agreement"] == {"mean_dice": 0.8}
+    assert {k: v for k, v in loaded_header.items() if k != "metrics"} == \
+        {k: v for k, v in header.items() if k != "metrics"}
+    for key, value in network.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
 def test_pickled_file_is_refused_without_unpickling(tmp_path):
     network = M.build_network(_tiny_header()["architecture"])
     for name in ("m.pt", "m.safetensors"):

@@ -18,6 +18,7 @@ import numpy as np
 
 from myositis_qmri.io.load import load_magnitude_phase
 from myositis_qmri.maps.dixon import compute_fat_fraction
+from myositis_qmri.segmentation.model import record_metrics
 from myositis_qmri.segmentation.validate import cross_contrast_agreement
 
 DIXON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dixon3pt_thigh_siemens"
@@ -56,16 +57,6 @@ def run(images: dict, model, tta: bool) -> dict:
     return summary
 
 
-def record(model, result: dict) -> None:
-    """Store the result in the model header (weights untouched, file replaced atomically)."""
-    from myositis_qmri.segmentation.model import default_model_path, load_model, save_model
-    path = model or default_model_path()
-    network, header = load_model(path)
-    header.setdefault("metrics", {})["real_cross_contrast_agreement"] = result
-    save_model(network, header, path)
-    print(f"recorded in {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, action="append", default=None)
@@ -82,7 +73,7 @@ def main() -> None:
         for model, result in zip(models, results):
             print(f"{str(model):60s} mean {result['mean_dice']:.3f}  ratio to first {result['mean_dice'] / base:.3f}")
     if args.record:
-        record(models[0], results[0])
+        print(f"recorded in {record_metrics(models[0], 'real_cross_contrast_agreement', results[0])}")
 
 
 if __name__ == "__main__":

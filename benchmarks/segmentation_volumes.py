@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from myositis_qmri.segmentation.labels import MUSCLES
+from myositis_qmri.segmentation.model import record_metrics
 from myositis_qmri.segmentation.train import DEFAULT_LABEL_MAPS, split_maps
 from myositis_qmri.segmentation.validate import validate_label_map
 
@@ -41,16 +42,6 @@ def run(model, tta: bool) -> dict:
             "benchmark": "benchmarks/segmentation_volumes.py"}
 
 
-def record(model, result: dict) -> None:
-    """Store the result in the model header (weights untouched, file replaced atomically)."""
-    from myositis_qmri.segmentation.model import default_model_path, load_model, save_model
-    path = model or default_model_path()
-    network, header = load_model(path)
-    header.setdefault("metrics", {})["volume_validation"] = result
-    save_model(network, header, path)
-    print(f"recorded in {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, default=None)
@@ -61,7 +52,7 @@ def main() -> None:
         raise SystemExit(f"{DEFAULT_LABEL_MAPS} not found (the shared data)")
     result = run(args.model, tta=True)
     if args.record:
-        record(args.model, result)
+        print(f"recorded in {record_metrics(args.model, 'volume_validation', result)}")
     if args.no_tta_too:
         run(args.model, tta=False)
 

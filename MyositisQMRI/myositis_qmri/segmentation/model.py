@@ -88,6 +88,15 @@ def save_model(network, header: dict, path: str | Path) -> Path:
     return path
 
 
+def record_metrics(path: str | Path | None, name: str, result: dict) -> Path:
+    """Store a benchmark result in a model file's header under metrics[name] (weights untouched,
+    the file replaced atomically); None records into the shipped model."""
+    path = Path(path) if path is not None else default_model_path()
+    network, header = load_model(path)
+    header.setdefault("metrics", {})[name] = result
+    return save_model(network, header, path)
+
+
 def read_header(path: str | Path) -> dict:
     """The JSON header of a model file (refusing anything that is not safetensors + header)."""
     from safetensors import safe_open
