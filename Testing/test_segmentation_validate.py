@@ -57,11 +57,11 @@ def test_held_out_label_map_is_segmented_end_to_end(shared_data):
 
 
 def test_agreement_refuses_images_on_different_grids():
+    from myositis_qmri.errors import InputError
     from myositis_qmri.segmentation.validate import cross_contrast_agreement
     from myositis_qmri.volume import Volume
     image = Volume(np.zeros((2, 64, 64), np.float32), spacing_mm=(2.0, 2.0, 5.0))
     moved = Volume(image.array, spacing_mm=(2.0, 2.0, 5.0), origin_mm=(10.0, 0.0, 0.0))
-    from myositis_qmri.errors import InputError
     with pytest.raises(InputError, match="moved: not on the grid of image"):
         cross_contrast_agreement({"image": image, "moved": moved})
 
@@ -85,3 +85,4 @@ def test_real_dixon_contrasts_get_the_same_muscles(shared_data):
     assert result.mean_dice > 0.80
     assert min(result.dice.values()) > 0.78
     assert len(result.dice_per_slice[("water", "fat")]) == maps.water.array.shape[0]
+    assert all(result.labels[n].shape == maps.water.array.shape for n in images)

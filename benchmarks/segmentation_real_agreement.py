@@ -44,7 +44,8 @@ def dixon_images(folder: Path = DIXON) -> dict:
     return images
 
 
-def run(images: dict, model, tta: bool) -> dict:
+def run(images: dict, model, tta: bool):
+    """(summary for the header, the agreement result) of one model."""
     result = cross_contrast_agreement(images, model, test_time_augmentation=tta)
     names = result.images
     print(f"model {model or 'shipped'}, test-time augmentation {'on' if tta else 'off'}")
@@ -62,7 +63,7 @@ def run(images: dict, model, tta: bool) -> dict:
     print(f"mean pairwise Dice {summary['mean_dice']:.3f} (lowest pair {summary['lowest_pair_dice']:.3f}); "
           f"without the {END_SLICES} end slices each side {summary['middle_slices_dice']:.3f}; per slice "
           + " ".join(f"{d:.2f}" for d in summary["dice_per_slice"]))
-    return summary
+    return summary, result
 
 
 def coarser_in_plane(image: Volume, pixel_mm: float) -> Volume:
@@ -76,13 +77,14 @@ def coarser_in_plane(image: Volume, pixel_mm: float) -> Volume:
     return Volume.from_sitk(coarse)
 
 
-def resolution_consistency(images: dict, model, names=("water", "echo 4.60 ms")) -> None:
-    """Dice between each image's segmentation and that of its coarser copies (labels back on its grid)."""
+def resolution_consistency(images: dict, full_labels: dict, model, tta: bool,
+                           names=("water", "echo 4.60 ms")) -> None:
+    """Dice between each image's segmentation (full_labels, from the agreement run) and that of
+    its coarser copies, their labels brought back to its grid."""
     for name in names:
-        image = images[name]
-        full = segment_muscles(image, model).array
+        image, full = images[name], full_labels[name]
         for pixel_mm in COARSER_PIXELS_MM:
-            coarse = segment_muscles(coarser_in_plane(image, pixel_mm), model)
+            coarse = segment_muscles(coarser_in_plane(image, pixel_mm), model, test_time_augmentation=tta)
             back = resample_to(coarse, image.geometry, "nearest").array
             dice = np.array(list(dice_per_label(back, full, range(1, 23)).values()))
             print(f"{name} at {pixel_mm} mm in-plane (acquired {image.spacing_mm[0]:.2f} mm): Dice against "
@@ -100,15 +102,16 @@ def main() -> None:
         raise SystemExit(f"{DIXON} not found (the shared data)")
     images = dixon_images()
     models = args.model or [None]
-    results = [run(images, model, tta=not args.no_tta) for model in models]
+    runs = [run(images, model, tta=not args.no_tta) for model in models]
+    summaries = [summary for summary, _ in runs]
     if len(models) > 1:
-        base = results[0]["mean_dice"]
-        for model, result in zip(models, results):
-            print(f"{str(model):60s} mean {result['mean_dice']:.3f}  ratio to first {result['mean_dice'] / base:.3f}")
+        base = summaries[0]["mean_dice"]
+        for model, summary in zip(models, summaries):
+            print(f"{str(model):60s} mean {summary['mean_dice']:.3f}  ratio to first {summary['mean_dice'] / base:.3f}")
     if args.record:
-        print(f"recorded in {record_metrics(models[0], 'real_cross_contrast_agreement', results[0])}")
+        print(f"recorded in {record_metrics(models[0], 'real_cross_contrast_agreement', summaries[0])}")
     if args.resolutions:
-        resolution_consistency(images, models[0])
+        resolution_consistency(images, runs[0][1].labels, models[0], tta=not args.no_tta)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,7 @@ class AgreementResult:
     images: list[str]
     dice: dict[tuple[str, str], float]        # mean Dice over the labels present, per image pair
     dice_per_slice: dict[tuple[str, str], list[float]]
+    labels: dict[str, np.ndarray]             # each image's label map (int16, its own grid)
 
     @property
     def mean_dice(self) -> float:
@@ -169,7 +170,7 @@ def cross_contrast_agreement(images: dict[str, Volume], model_path=None,
         for b in names[i + 1:]:
             dice[(a, b)] = _mean_label_dice(labels[a], labels[b])
             per_slice[(a, b)] = [_mean_label_dice(sa, sb) for sa, sb in zip(labels[a], labels[b])]
-    return AgreementResult(names, dice, per_slice)
+    return AgreementResult(names, dice, per_slice, labels)
 
 
 def _mean_label_dice(a: np.ndarray, b: np.ndarray) -> float:
