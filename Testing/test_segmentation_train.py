@@ -1,5 +1,6 @@
 """Training: synthetic images from label maps, a short run that checkpoints and resumes."""
 import numpy as np
+import pytest
 
 from myositis_qmri.io import write_volume
 from myositis_qmri.phantom import make_exam
@@ -95,3 +96,47 @@ def test_train_command_refuses_a_crop_the_network_cannot_halve(tmp_path, capsys)
     assert code == 2 and len(maps) == 2
     assert "multiple of 16" in capsys.readouterr().err
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def _calf_roi_files(tmp_path, pixel_mm=1.0):
+    """A dafne-style calf ROI pair: two legs of a tibialis anterior, peroneus and soleus each."""
+    size = (200, 320)
+    yy, xx = np.mgrid[0:size[0], 0:size[1]]
+    masks = {}
+    for side, cx in (("R", 80), ("L", 240)):
+        for name, (dy, dx, r) in {"Tibialis Anterior": (-30, -10, 14), "Peroneus": (0, 35, 12),
+                                  "Soleus": (30, 0, 30)}.items():
+            masks[f"{name}_{side}"] = (np.hypot(yy - 100 - dy, xx - cx - dx) <= r)[..., None].astype(np.uint8)
+    np.savez(tmp_path / "t1_manual_rois.npz", **masks)
+    np.savez(tmp_path / "t1_example.npz", image=np.zeros(size), resolution=np.array([pixel_mm, pixel_mm]))
+    return [tmp_path / "t1_manual_rois.npz"]
+
+
+def test_calf_outlines_become_background_with_bones(tmp_path):
+    negatives = synth.prepare_calf_slices(_calf_roi_files(tmp_path), 1.5, 96)
+    assert len(negatives.labels) == 2                      # one crop per leg
+    crop = negatives.labels[0]
+    # The calf's muscles are muscle to draw but background to learn; tibia and fibula are drawn.
+    assert set(np.unique(crop)) >= {0, synth.OTHER_LEG, synth.CORTEX, synth.MARROW}
+    assert crop.max() <= synth.N_TISSUES and not ((crop >= 1) & (crop <= 11)).any()
+    image, target = synth.synthesize(np.random.default_rng(1), crop, 96, 1.5)
+    assert image.std() > 0 and target.max() == 0
+
+
+def test_calf_outlines_without_their_image_file_are_refused(tmp_path):
+    from myositis_qmri.errors import InputError
+    rois = _calf_roi_files(tmp_path)
+    (tmp_path / "t1_example.npz").unlink()
+    with pytest.raises(InputError, match="t1_manual_rois.npz.*t1_example.npz"):
+        synth.read_calf_rois(rois[0])
+
+
+def test_batches_mix_in_calf_negatives(tmp_path):
+    from myositis_qmri.segmentation.train import make_batch
+    slices = synth.prepare_leg_slices(_label_maps(tmp_path, (1,)), 2.3, 96)
+    negatives = synth.prepare_calf_slices(_calf_roi_files(tmp_path), 2.3, 96)
+    rng = np.random.default_rng(0)
+    _, targets = make_batch(rng, slices, 6, 96, 2.3, negatives, negative_fraction=1.0)
+    assert targets.max() == 0
+    _, targets = make_batch(rng, slices, 6, 96, 2.3, negatives, negative_fraction=0.0)
+    assert all(t.max() > 0 for t in targets)

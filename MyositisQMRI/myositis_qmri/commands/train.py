@@ -26,6 +26,11 @@ def add_arguments(parser) -> None:
                         help="add a shape-interpolated label slice between each pair of neighbouring slices")
     parser.add_argument("--init", type=Path, default=None, metavar="MODEL",
                         help="start from this model file's weights (same architecture) instead of random ones")
+    parser.add_argument("--calf-rois", type=Path, default=None, metavar="DIR",
+                        help="folder of manual calf outlines (dafne-evaluation *_manual_rois*.npz with "
+                             "*_example*.npz beside them): negative anatomy, trained as background")
+    parser.add_argument("--negative-fraction", type=float, default=0.1,
+                        help="share of training slices drawn from --calf-rois")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint next to --out (default: start afresh)")
 
@@ -43,6 +48,11 @@ def main(args) -> int:
         raise InputError(args.out, "model files must end in .safetensors")
     if args.crop_px % 16:
         raise InputError("--crop-px", f"{args.crop_px} is not a multiple of 16 (the network halves it four times)")
+    calf_rois = ()
+    if args.calf_rois is not None:
+        calf_rois = tuple(sorted(args.calf_rois.glob("*manual_rois*.npz")))
+        if not calf_rois:
+            raise InputError(args.calf_rois, "no *manual_rois*.npz calf outline files in this folder")
     if not args.resume and checkpoint_path(args.out).exists():
         checkpoint_path(args.out).unlink()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +60,7 @@ def main(args) -> int:
                          learning_rate=args.learning_rate, validate_every=args.validate_every,
                          seed=args.seed, threads=args.threads, between_slices=args.between_slices,
                          init_model=args.init, spacing_mm=args.spacing_mm, crop_px=args.crop_px,
+                         calf_rois=calf_rois, negative_fraction=args.negative_fraction,
                          extra_training_maps=tuple(write_phantom_label_maps(
                              args.out.parent / "phantom_label_maps", range(1, args.phantoms + 1))))
     state = train(config, resume=args.resume)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..errors import InputError
 from ..io import read_volume
 from ..volume import Volume
 from ..progress import track
@@ -118,6 +119,65 @@ def prepare_leg_slices(paths: list, spacing_mm: float, size: int,
     return LegSlices(np.stack(crops).astype(np.uint8), np.asarray(sources), names)
 
 
+# Negative anatomy: calf muscles from manual outlines, drawn like the other leg (muscle that is no
+# thigh muscle, target background), so that a calf, or a slice past the knee, is not given thigh
+# labels. The outlines miss the bones; the tibia sits beside tibialis anterior, the fibula beside
+# the peronei.
+CALF_TIBIALIS_ANTERIOR, CALF_PERONEUS, CALF_OTHER_MUSCLE = 1, 2, 3
+CALF_BONES = ((CALF_TIBIALIS_ANTERIOR, 25.0, (9.0, 14.0)), (CALF_PERONEUS, 15.0, (5.0, 7.0)))
+
+
+def read_calf_rois(path) -> Volume:
+    """One-slice volume (1 tibialis anterior, 2 peronei, 3 other muscle) of a dafne calf ROI file.
+
+    Layout of dafne-imaging/dafne-evaluation: `X_manual_rois*.npz` holds one (y, x, 1) mask per
+    muscle (`Soleus_R`, ...; rows anterior to posterior, columns patient right to left) and
+    `X_example*.npz` beside it holds the image and its `resolution` (mm).
+    """
+    path = Path(path)
+    example = path.with_name(path.name.replace("manual_rois", "example"))
+    if not example.exists():
+        raise InputError(path, f"no {example.name} beside it to give the pixel size")
+    masks = np.load(path, allow_pickle=False)
+    pixel_mm = [float(v) for v in np.load(example, allow_pickle=False)["resolution"][:2]]
+    labels = None
+    for name in masks.files:
+        mask = np.asarray(masks[name]).reshape(masks[name].shape[:2]) > 0
+        labels = np.zeros(mask.shape, np.uint8) if labels is None else labels
+        value = (CALF_TIBIALIS_ANTERIOR if name.startswith("Tibialis Anterior") else
+                 CALF_PERONEUS if name.startswith("Peroneus") else CALF_OTHER_MUSCLE)
+        labels[mask & (labels == 0)] = value
+    if labels is None or not labels.any():
+        raise InputError(path, "holds no muscle outline")
+    return Volume(labels[None], spacing_mm=(pixel_mm[1], pixel_mm[0], 10.0), origin_mm=(0.0, 0.0, 0.0),
+                  direction=tuple(np.eye(3).ravel()))
+
+
+def prepare_calf_slices(paths: list, spacing_mm: float, size: int) -> LegSlices:
+    """Negative crops from calf ROI files: the calf's muscles as OTHER_LEG, tibia and fibula drawn."""
+    slices = prepare_leg_slices([read_calf_rois(p) for p in paths], spacing_mm, size)
+    slices.names = [Path(p).name for p in paths]
+    rng = np.random.default_rng(0)
+    for crop in slices.labels:
+        own = (crop >= 1) & (crop <= CALF_OTHER_MUSCLE)
+        gap = _muscle_envelope(own, spacing_mm) & (crop == 0)
+        for neighbour, within_mm, radius_range_mm in CALF_BONES:
+            centre, depth_mm = _deepest_point_near(gap & (crop == 0), crop == neighbour, spacing_mm, within_mm)
+            if depth_mm > 2:
+                radius_mm = float(np.clip(depth_mm, *radius_range_mm))
+                _draw_bone(crop, centre, radius_mm, rng.uniform(2.0, 4.0), spacing_mm, keep=own)
+        crop[own] = OTHER_LEG
+    return slices
+
+
+def _muscle_envelope(mask: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """The muscle mass around `mask`: closed and hole-filled, so the gaps inside it are included."""
+    radius = int(round(6 / spacing_mm * 1.5))
+    disk = np.hypot(*np.mgrid[-radius:radius + 1, -radius:radius + 1]) <= radius
+    closed = ndimage.binary_closing(mask, disk, iterations=2)
+    return ndimage.binary_fill_holes(closed | mask)
+
+
 def _smooth_field(rng, shape, scale_px: float, amplitude: float) -> np.ndarray:
     coarse = rng.normal(0, 1, (max(int(shape[0] / scale_px), 2) + 1, max(int(shape[1] / scale_px), 2) + 1))
     field = ndimage.zoom(coarse, (shape[0] / coarse.shape[0], shape[1] / coarse.shape[1]), order=3)
@@ -146,29 +206,19 @@ def add_tissues(rng, labels: np.ndarray, spacing_mm: float) -> np.ndarray:
     tissue = labels.astype(np.uint8).copy()
     own = (labels >= 1) & (labels <= N_MUSCLES)
     muscle_any = labels > 0
-    disk = lambda r: np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= r  # noqa: E731
     # Muscle mass envelope per leg; the gaps inside it are fat or unlabelled muscle.
     envelope = np.zeros_like(own)
     for mask in (own, labels == OTHER_LEG):
         if mask.any():
-            closed = ndimage.binary_closing(mask, disk(int(round(6 / spacing_mm * 1.5))), iterations=2)
-            envelope |= ndimage.binary_fill_holes(closed | mask)
+            envelope |= _muscle_envelope(mask, spacing_mm)
     inside_gap = envelope & ~muscle_any
     # Femur: the largest inscribed circle of the gap near the vastus intermedius.
     vi = labels == 4
     if vi.any():
-        near_vi = ndimage.distance_transform_edt(~vi) * spacing_mm < 25
-        depth = ndimage.distance_transform_edt(inside_gap | ~envelope & False) * spacing_mm
-        depth = np.where(near_vi & inside_gap, depth, 0)
-        if depth.max() > 4:
-            cy, cx = np.unravel_index(np.argmax(depth), depth.shape)
-            radius_mm = float(np.clip(depth.max() * rng.uniform(0.85, 1.1), 8, 17))
-            dist = np.hypot(*(np.mgrid[0:labels.shape[0], 0:labels.shape[1]] - np.array([cy, cx])[:, None, None]))
-            dist_mm = dist * spacing_mm
-            femur = (dist_mm <= radius_mm) & ~own
-            cortex_mm = rng.uniform(2.5, 6.0)
-            tissue[femur] = CORTEX
-            tissue[femur & (dist_mm <= radius_mm - cortex_mm)] = MARROW
+        centre, depth_mm = _deepest_point_near(inside_gap, vi, spacing_mm, within_mm=25)
+        if depth_mm > 4:
+            radius_mm = float(np.clip(depth_mm * rng.uniform(0.85, 1.1), 8, 17))
+            _draw_bone(tissue, centre, radius_mm, rng.uniform(2.5, 6.0), spacing_mm, keep=own)
     gap = envelope & (tissue == 0)
     # Split the gaps into blobs; each blob is fat or unlabelled muscle (adductor longus, brevis...).
     blobs, n_blobs = ndimage.label(gap)
@@ -199,6 +249,24 @@ def add_tissues(rng, labels: np.ndarray, spacing_mm: float) -> np.ndarray:
             yy, xx = np.ogrid[0:labels.shape[0], 0:labels.shape[1]]
             tissue[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (tissue == FAT)] = VESSEL
     return tissue
+
+
+def _deepest_point_near(gap: np.ndarray, near: np.ndarray, spacing_mm: float, within_mm: float):
+    """(y, x) of the gap pixel farthest from the gap's edge, within within_mm of `near`; its depth in mm."""
+    depth = ndimage.distance_transform_edt(gap) * spacing_mm
+    depth = np.where(gap & (ndimage.distance_transform_edt(~near) * spacing_mm < within_mm), depth, 0)
+    centre = np.unravel_index(np.argmax(depth), depth.shape)
+    return centre, float(depth.max())
+
+
+def _draw_bone(tissue: np.ndarray, centre, radius_mm: float, cortex_mm: float, spacing_mm: float,
+               keep: np.ndarray) -> None:
+    """A round long bone (cortex ring around marrow) drawn into `tissue`, sparing the `keep` pixels."""
+    dist_mm = np.hypot(*(np.mgrid[0:tissue.shape[0], 0:tissue.shape[1]]
+                         - np.array(centre)[:, None, None])) * spacing_mm
+    bone = (dist_mm <= radius_mm) & ~keep
+    tissue[bone] = CORTEX
+    tissue[bone & (dist_mm <= radius_mm - cortex_mm)] = MARROW
 
 
 def _tissue_intensities(rng) -> tuple[np.ndarray, np.ndarray]:

@@ -44,6 +44,8 @@ class TrainConfig:
     extra_training_maps: tuple[Path, ...] = ()   # e.g. phantom label maps: training only
     between_slices: bool = False   # add shape-interpolated slices between the training maps' slices
     init_model: Path | None = None  # start from this model file's weights (same architecture)
+    calf_rois: tuple[Path, ...] = ()  # calf ROI files: negative anatomy, trained as background
+    negative_fraction: float = 0.1   # share of training slices drawn from calf_rois
 
 
 def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
@@ -95,10 +97,15 @@ def load_slices(paths: list[Path], out: Path, spacing_mm: float, crop_px: int,
     return slices
 
 
-def make_batch(rng, slices: synth.LegSlices, n: int, crop_px: int, spacing_mm: float):
+def make_batch(rng, slices: synth.LegSlices, n: int, crop_px: int, spacing_mm: float,
+               negatives: synth.LegSlices | None = None, negative_fraction: float = 0.0):
+    """n synthetic (image, target) pairs; with negatives, about negative_fraction of them are calves."""
     images, targets = [], []
     for index in rng.integers(0, len(slices.labels), n):
-        image, target = synth.synthesize(rng, slices.labels[index], crop_px, spacing_mm)
+        source = slices
+        if negatives is not None and rng.random() < negative_fraction:
+            source, index = negatives, rng.integers(0, len(negatives.labels))
+        image, target = synth.synthesize(rng, source.labels[index], crop_px, spacing_mm)
         images.append(image)
         targets.append(target)
     return np.stack(images)[:, None], np.stack(targets)[:, None]
@@ -173,6 +180,8 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
     step(f"{len(train_maps)} training and {len(val_maps)} validation label maps")
     slices = load_slices(train_maps, config.out, config.spacing_mm, config.crop_px, config.between_slices)
     val_slices = load_slices(val_maps, config.out, config.spacing_mm, config.crop_px)
+    negatives = (synth.prepare_calf_slices(list(config.calf_rois), config.spacing_mm, config.crop_px)
+                 if config.calf_rois else None)
     val_images, val_targets = make_batch(np.random.default_rng(12345), val_slices,
                                          config.n_validation_slices, config.crop_px, config.spacing_mm)
     header = base_header(config.spacing_mm, config.crop_px)
@@ -200,7 +209,8 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
             lr = config.learning_rate * 0.5 * (1 + np.cos(np.pi * state["step"] / config.steps))
             for group in optimizer.param_groups:
                 group["lr"] = max(lr, config.learning_rate * 0.02)
-            images, targets = make_batch(rng, slices, config.batch_size, config.crop_px, config.spacing_mm)
+            images, targets = make_batch(rng, slices, config.batch_size, config.crop_px, config.spacing_mm,
+                                         negatives, config.negative_fraction)
             loss = loss_fn(network(torch.from_numpy(images)), torch.from_numpy(targets))
             optimizer.zero_grad()
             loss.backward()
@@ -224,6 +234,10 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                         "steps": state["step"], "batch_size": config.batch_size, "seed": config.seed,
                         "learning_rate": config.learning_rate, "between_slices": config.between_slices,
                         "initialised_from": initialised_from,
+                        "negative_anatomy": None if negatives is None else {
+                            "calf_roi_files": negatives.names, "fraction": config.negative_fraction,
+                            "source": "dafne-imaging/dafne-evaluation (Apache-2.0), manual calf outlines",
+                            "crops": int(len(negatives.labels))},
                         "command": "myositis-qmri train",
                     }
                     save_model(network, header, config.out)
