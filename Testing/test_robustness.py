@@ -70,6 +70,16 @@ def test_pickled_model_gives_exit_2_and_one_line(tmp_path):
 
 # ------------------------------------------------------------------ atomic outputs
 
+def test_warnings_are_one_readable_line_naming_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    one_slice = write_volume(Volume(rng.random((1, 128, 128)).astype(np.float32), (2.0, 2.0, 5.0)),
+                             tmp_path / "one_slice.nii.gz")
+    done = cli("segment", one_slice, "--out", tmp_path / "out", "--no-tta")
+    assert done.returncode == 0, done.stderr
+    assert "myositis-qmri segment: warning: " in done.stderr and "one_slice.nii.gz: a single slice" in done.stderr
+    assert "UserWarning" not in done.stderr
+
+
 def test_failed_write_leaves_nothing_under_the_final_name(tmp_path):
     final = tmp_path / "t2w.nii.gz"
     with pytest.raises(RuntimeError):

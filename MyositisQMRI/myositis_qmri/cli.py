@@ -10,6 +10,8 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
+from pathlib import Path
 
 from . import __version__
 from .errors import InputError
@@ -44,6 +46,18 @@ def _command_module(name: str):
     return importlib.import_module(f".commands.{name}", __package__)
 
 
+def _warning_formatter(command: str):
+    """Our own warnings as one line ("myositis-qmri segment: warning: ..."), others as Python prints them."""
+    package = str(Path(__file__).resolve().parent)
+    default = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if str(Path(filename).resolve()).startswith(package):
+            return f"myositis-qmri {command}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+    return formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
@@ -52,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 1
+    python_format, warnings.formatwarning = warnings.formatwarning, _warning_formatter(args.command)
     try:
         return int(_command_module(args.command).main(args) or 0)
     except InputError as exc:
@@ -68,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"myositis-qmri {args.command}: internal error: {type(exc).__name__}: {exc} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 3
+    finally:
+        warnings.formatwarning = python_format
 
 
 if __name__ == "__main__":
