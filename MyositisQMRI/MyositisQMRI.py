@@ -422,6 +422,7 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         self._timer.connect("timeout()", self._poll)
         self._onSuccess = None
         self.lastError = None
+        self.lastWarnings = ()
         self.showErrors = True   # the self-test turns message boxes off and reads lastError
 
     def getParameterNode(self):
@@ -443,6 +444,7 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         self.job = jobs.BackgroundJob(argv, jobs.core_environment()).start()
         self._onSuccess = onSuccess
         self.lastError = None
+        self.lastWarnings = ()
         self._report(0.0, f"{subcommand}: starting", True)
         self._timer.start()
         return self.job
@@ -469,6 +471,10 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         self._timer.stop()
         result, onSuccess = job.result, self._onSuccess
         self._onSuccess = None
+        if result.returncode == 0 and result.warnings:
+            self.lastWarnings = result.warnings
+            if self.showErrors:
+                slicer.util.warningDisplay("\n\n".join(result.warnings), windowTitle="MyositisQMRI")
         if result.returncode == 0 and onSuccess:
             try:
                 onSuccess(result)

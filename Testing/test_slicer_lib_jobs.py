@@ -26,6 +26,8 @@ def test_parse_progress_step_error_and_log_lines():
     assert error == jobs.JobEvent("error", "t2: /data/x.nii.gz: a single echo cannot be fitted")
     internal = jobs.parse_line("myositis-qmri segment: internal error: ValueError: bad (rerun with --debug)")
     assert internal.kind == "error" and internal.text.startswith("segment: ValueError")
+    warning = jobs.parse_line("myositis-qmri segment: warning: /d/calf.dcm: is this a thigh series?")
+    assert warning == jobs.JobEvent("warning", "segment: /d/calf.dcm: is this a thigh series?")
     assert jobs.parse_line("some warning").kind == "log"
 
 
@@ -86,6 +88,13 @@ def test_job_reports_core_progress_lines_and_stdout():
     fractions = [e.fraction for e in seen if e.kind == "progress"]
     assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
     assert job.fraction == 1.0 and job.description == "slices"
+
+
+def test_job_collects_the_core_warnings(tmp_path):
+    code = ("import sys\n"
+            "print('myositis-qmri segment: warning: calf.dcm: is this a thigh series?', file=sys.stderr)")
+    result = _python_job(code).wait(timeout_s=60)
+    assert result.returncode == 0 and result.warnings == ("segment: calf.dcm: is this a thigh series?",)
 
 
 def test_job_error_is_the_core_one_line_message(tmp_path):

@@ -26,11 +26,12 @@ MODULE_DIR = Path(__file__).resolve().parents[1]
 _PROGRESS_RE = re.compile(r"^PROGRESS\s+([0-9.eE+-]+)\s*(.*)$")
 _STEP_RE = re.compile(r"^STEP\s+(.*)$")
 _ERROR_RE = re.compile(r"^myositis-qmri\s+(\S+):\s+(error|internal error|cancelled)(?::\s*(.*))?$")
+_WARNING_RE = re.compile(r"^myositis-qmri\s+(\S+):\s+warning:\s*(.*)$")
 
 
 @dataclass(frozen=True)
 class JobEvent:
-    """One parsed stderr line: kind is "progress", "step", "error" or "log"."""
+    """One parsed stderr line: kind is "progress", "step", "error", "warning" or "log"."""
 
     kind: str
     text: str
@@ -38,7 +39,7 @@ class JobEvent:
 
 
 def parse_line(line: str) -> JobEvent:
-    """Parse one stderr line of the core (`PROGRESS f desc`, `STEP msg`, one-line errors)."""
+    """Parse one stderr line of the core (`PROGRESS f desc`, `STEP msg`, one-line errors and warnings)."""
     line = line.rstrip("\r\n")
     match = _PROGRESS_RE.match(line)
     if match:
@@ -54,6 +55,9 @@ def parse_line(line: str) -> JobEvent:
     if match:
         reason = match.group(3) or match.group(2)
         return JobEvent("error", f"{match.group(1)}: {reason.strip()}")
+    match = _WARNING_RE.match(line)
+    if match:
+        return JobEvent("warning", f"{match.group(1)}: {match.group(2).strip()}")
     return JobEvent("log", line)
 
 
@@ -111,6 +115,7 @@ class JobResult:
     returncode: int
     error: str | None
     stdout: str
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -141,6 +146,7 @@ class BackgroundJob:
         self._lines: queue.Queue = queue.Queue()
         self._stdout: list[str] = []
         self._errors: list[str] = []
+        self._warnings: list[str] = []
         self._readers = [
             threading.Thread(target=self._pump, args=(self._process.stderr, self._lines), daemon=True),
             threading.Thread(target=self._collect, args=(self._process.stdout,), daemon=True),
@@ -181,10 +187,13 @@ class BackgroundJob:
                 self.description = event.text
             elif event.kind == "error":
                 self._errors.append(event.text)
+            elif event.kind == "warning":
+                self._warnings.append(event.text)
         if self.result is None and self._process.poll() is not None and not any(r.is_alive() for r in self._readers):
             if not self._lines.empty():
                 return events + self.poll()
-            self.result = JobResult(self._process.returncode, self._error_message(), "".join(self._stdout))
+            self.result = JobResult(self._process.returncode, self._error_message(), "".join(self._stdout),
+                                    tuple(self._warnings))
         return events
 
     def _error_message(self) -> str | None:
