@@ -16,7 +16,8 @@ from ..volume import Volume
 from . import labels as schema
 
 
-SIDECAR_KEYS = ("source", "model", "model_version", "resolution_mm", "test_time_augmentation")
+SIDECAR_KEYS = ("source", "model", "model_version", "model_file", "model_sha256", "resolution_mm",
+                "test_time_augmentation")
 
 
 def labels_json() -> dict:

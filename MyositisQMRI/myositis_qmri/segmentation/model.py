@@ -7,6 +7,7 @@ so loading a model never runs code from the file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -140,6 +141,11 @@ def load_model(path: str | Path | None = None, device: str | None = None):
     if device:
         network.to(device)
     return network, header
+
+
+def model_identity(path: str | Path) -> dict:
+    """The model file's name and sha256: which model made a segmentation, or started a training run."""
+    return {"file": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
 def default_model_path() -> Path:

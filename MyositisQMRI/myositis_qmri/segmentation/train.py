@@ -20,7 +20,7 @@ from ..io.atomic import atomic_path
 from ..progress import Progress, step
 from . import synth
 from .labels import N_MUSCLES
-from .model import base_header, build_network, dice_per_label, load_model, save_model
+from .model import base_header, build_network, dice_per_label, load_model, model_identity, save_model
 
 # The shared real-data folder sits next to the project checkout (or where the env var says).
 DEFAULT_LABEL_MAPS = Path(os.environ.get("MYOSITIS_QMRI_SHARED_DATA",
@@ -159,12 +159,6 @@ def _load_checkpoint(path: Path, network, optimizer) -> dict:
     return state
 
 
-def _model_identity(path: Path, header: dict) -> dict:
-    """Name, sha256 and training provenance of the model file a run started from."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return {"file": Path(path).name, "sha256": digest, "provenance": header.get("provenance")}
-
-
 def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.stem + ".checkpoint.safetensors")
 
@@ -192,7 +186,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
         if initial_header["architecture"] != header["architecture"]:
             raise ModelFileError(config.init_model, "its network differs from the one being trained")
         network.load_state_dict(initial.state_dict())
-        initialised_from = _model_identity(config.init_model, initial_header)
+        initialised_from = {**model_identity(config.init_model), "provenance": initial_header.get("provenance")}
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
     state = {"step": 0, "best_mean_dice": -1.0, "history": []}
