@@ -173,7 +173,13 @@ def test_test_time_augmentation_is_recorded_and_no_worse(exam, segmented, tmp_pa
     without = np.nanmean(list(dice_per_label(single.array, truth, range(1, 23)).values()))
     assert with_tta >= without - 0.01
     paths = write_segmentation(segmented, tmp_path)
-    assert json.loads(paths["sidecar"].read_text())["test_time_augmentation"] is True
+    sidecar = json.loads(paths["sidecar"].read_text())
+    assert sidecar["test_time_augmentation"] is True
+    # The sidecar names the exact model file that made the masks (a new model means new masks).
+    import hashlib
+    shipped = default_model_path()
+    assert sidecar["model_file"] == shipped.name
+    assert sidecar["model_sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
 
 
 def test_neighbouring_slices_vote():
@@ -204,3 +210,45 @@ def test_slices_past_the_thighs_get_no_muscle(exam):
     labels = segment_muscles(extended).array
     assert not labels[-2:].any()
     assert len(np.unique(labels[:-2])) == 23
+
+
+def test_little_thigh_muscle_is_warned():
+    from myositis_qmri.segmentation.infer import MIN_THIGH_MUSCLE_FRACTION, _warn_if_little_thigh
+    body = np.zeros((2, 10, 10), bool); body[:, 2:8, 2:8] = True          # 72 body voxels
+    probs = np.zeros((12, 2, 10, 10)); probs[0] = 1.0
+    share = int(np.ceil(MIN_THIGH_MUSCLE_FRACTION * 72))                 # just enough muscle
+    probs[3].reshape(-1)[np.flatnonzero(body)[:share]] = 2.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _warn_if_little_thigh(probs, body, "enough.nii.gz")
+    assert not caught
+    probs[3].reshape(-1)[np.flatnonzero(body)[share - 1]] = 0.0           # one voxel short
+    with pytest.warns(UserWarning, match=r"short.nii.gz: thigh muscles cover only 1\d % of the body"):
+        _warn_if_little_thigh(probs, body, "short.nii.gz")
+
+
+def test_real_calf_is_not_given_thigh_muscles(shared_data):
+    """The real calf MESE (never used in training) is a calf, not a thigh: the shipped model,
+    trained with calf outlines as negative anatomy, labels little of it and says so; the real
+    thigh Dixon keeps its muscles and gets no warning."""
+    from myositis_qmri.io import read_volume
+    from myositis_qmri.io.dicom import read_dicom
+    from myositis_qmri.segmentation.infer import body_mask
+    calf = read_dicom(shared_data / "mese_calf_siemens_enhanced").series[0].to_echo_series().echo(0)
+    with pytest.warns(UserWarning, match="is this a thigh series"):
+        labels = segment_muscles(calf, test_time_augmentation=False).array
+    body = body_mask(calf.array)
+    assert (labels > 0).sum() / body.sum() < 0.15
+    thigh = read_volume(shared_data / "dixon3pt_thigh_siemens" / "0006-Dixon_TE_345_th.nii.gz")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels = segment_muscles(thigh, test_time_augmentation=False).array
+    assert not any("thigh series" in str(w.message) for w in caught)
+    assert (labels > 0).sum() / body_mask(thigh.array).sum() > 0.4
+
+
+def test_a_thigh_is_not_warned_about(exam):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        segment_muscles(exam.t1w, test_time_augmentation=False)
+    assert not any("thigh series" in str(w.message) for w in caught)

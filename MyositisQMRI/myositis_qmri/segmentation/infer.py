@@ -22,14 +22,19 @@ from ..progress import step
 from ..volume import Volume
 from .canonical import LegWindow, crop_leg, leg_windows, model_grid_image, uncrop_leg
 from .labels import LEFT_OFFSET, N_MUSCLES
-from .model import load_model
+from .model import default_model_path, load_model, model_identity
 from .synth import normalize_slice
 
 MIN_FIELD_OF_VIEW_MM = 80.0
 
 
+def _source_name(image) -> str:
+    """The file an image came from, for messages ("image" when it was made in memory)."""
+    return ((getattr(image, "metadata", None) or {}).get("source_files") or ["image"])[0]
+
+
 def _check_input(image) -> None:
-    source = (getattr(image, "metadata", None) or {}).get("source_files", ["image"])[0]
+    source = _source_name(image)
     if not isinstance(image, Volume) or image.array.ndim != 3:
         raise InputError(source, "segmentation needs one 3-D structural image; for a multi-echo "
                                  "series pass a single echo")
@@ -136,7 +141,7 @@ def leg_crops(image: Volume, spacing_mm: float, size: int):
     body = body_mask(grid)
     windows = leg_windows(body)
     if not windows:
-        raise InputError(image.metadata.get("source_files", ["image"])[0], "no body found in the image")
+        raise InputError(_source_name(image), "no body found in the image")
     if len(windows) == 1:
         # One thigh in view: its side from the patient x coordinate of its centre (LPS: +x = left).
         w = windows[0]
@@ -161,6 +166,21 @@ def _slices_without_body(body_zyx: np.ndarray) -> np.ndarray:
     return area < MIN_BODY_FRACTION * max(int(area.max()), 1)
 
 
+# A thigh series shows thigh muscle over about half of the body's cross-section (0.40-0.60 per
+# slice on the real thigh Dixon); a model trained with calf negatives labels under a tenth of a
+# real calf (benchmarks/segmentation_not_thigh.py). Below this share the user is warned.
+MIN_THIGH_MUSCLE_FRACTION = 0.2
+
+
+def _warn_if_little_thigh(probs_czyx: np.ndarray, body_zyx: np.ndarray, source: str) -> None:
+    body = body_zyx.sum()
+    fraction = float(((probs_czyx.argmax(0) > 0) & body_zyx).sum() / max(body, 1))
+    if fraction < MIN_THIGH_MUSCLE_FRACTION:
+        warnings.warn(f"{source}: thigh muscles cover only {100 * fraction:.0f} % of the body (a thigh shows "
+                      f"about half); is this a thigh series? If it is (for example with severe fatty "
+                      f"replacement), check the masks", stacklevel=3)
+
+
 def segment_muscles(image: Volume, model_path=None, device: str | None = None,
                     test_time_augmentation: bool = True) -> Volume:
     """Label map (int16, right 1-11, left 12-22) of the thigh muscles on the input grid.
@@ -170,6 +190,7 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None,
     import torch
     _check_input(image)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    model_path = model_path if model_path is not None else default_model_path()
     network, header = load_model(model_path, device=device)
     spacing = float(header["spacing_mm"][0])
     size = int(header["crop_px"])
@@ -187,6 +208,7 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None,
     empty = _slices_without_body(body)
     probs[1:, empty] = 0.0
     probs[0, empty] = 1.0
+    _warn_if_little_thigh(probs, body, _source_name(image))
     reference = Volume.from_sitk(grid_image)
     best = np.full(image.array.shape, -1.0, np.float32)
     muscle = np.zeros(image.array.shape, np.int16)
@@ -202,4 +224,5 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None,
     return image.with_array(labels, image_kind="labels", source="myositis-qmri segment", resolution_mm=spacing,
                             model=header.get("provenance", {}).get("command", ""),
                             model_version=header.get("model_version"),
+                            **{f"model_{key}": value for key, value in model_identity(model_path).items()},
                             test_time_augmentation=bool(test_time_augmentation))

@@ -5,6 +5,8 @@ right-side (left mirrored) 2-D crops. `synthesize` draws a random image from a c
 the tissues the maps lack (subcutaneous fat, skin, femur cortex and marrow, unlabelled muscle,
 intermuscular fat), gives every tissue a random intensity (Gaussian mixture), then applies
 affine and elastic deformation, bias field, blur/resolution loss and noise.
+`prepare_calf_slices` gives negative crops: calf muscles drawn as muscle, whose target is
+background.
 """
 from __future__ import annotations
 
