@@ -33,3 +33,28 @@ def test_finetune_never_overwrites_the_source(tmp_path):
     exam = make_exam(11, "small")
     with pytest.raises(InputError, match="never overwrites"):
         finetune(None, exam.t1w, exam.muscle_labels, default_model_path(), steps=1)
+
+
+def test_negative_anatomy_is_found_through_earlier_finetunes():
+    from myositis_qmri.segmentation.finetune import negative_anatomy
+    trained = {"provenance": {"negative_anatomy": {"calf_roi_files": ["t1_manual_rois.npz"]}}}
+    tuned_twice = {"provenance": {"finetuned_from": "v2", "source_provenance": {
+        "finetuned_from": "shipped", "source_provenance": trained["provenance"]}}}
+    assert negative_anatomy(tuned_twice) == {"calf_roi_files": ["t1_manual_rois.npz"]}
+    assert negative_anatomy({"provenance": {"steps": 3}}) is None
+
+
+def test_finetune_replays_calf_negatives_when_the_model_learnt_them(tmp_path, calf_roi_folder):
+    """Without them, 60 steps on a phantom took the real calf's thigh-labelled share from 0.10
+    to 0.24; replaying them kept it at 0.12 (benchmarks/README.md)."""
+    from myositis_qmri.commands.finetune import _negatives
+    header = read_header(default_model_path())
+    assert _negatives(None, {**header, "provenance": {}}) is None      # a model without negatives
+    negatives = _negatives(calf_roi_folder, header)
+    assert len(negatives.labels) == 2
+    spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
+    exam = make_exam(11, "small")
+    out = tmp_path / "tuned.safetensors"
+    finetune(None, exam.t1w, exam.muscle_labels, out, steps=1, batch_size=4, seed=0,
+             replay=phantom_replay(seeds=(101,), spacing_mm=spacing, size=size), negatives=negatives)
+    assert read_header(out)["provenance"]["negative_replay"]["calf_roi_files"] == ["t1_manual_rois.npz"]

@@ -98,22 +98,8 @@ def test_train_command_refuses_a_crop_the_network_cannot_halve(tmp_path, capsys)
     assert not (tmp_path / "m.safetensors").exists()
 
 
-def _calf_roi_files(tmp_path, pixel_mm=1.0):
-    """A dafne-style calf ROI pair: two legs of a tibialis anterior, peroneus and soleus each."""
-    size = (200, 320)
-    yy, xx = np.mgrid[0:size[0], 0:size[1]]
-    masks = {}
-    for side, cx in (("R", 80), ("L", 240)):
-        for name, (dy, dx, r) in {"Tibialis Anterior": (-30, -10, 14), "Peroneus": (0, 35, 12),
-                                  "Soleus": (30, 0, 30)}.items():
-            masks[f"{name}_{side}"] = (np.hypot(yy - 100 - dy, xx - cx - dx) <= r)[..., None].astype(np.uint8)
-    np.savez(tmp_path / "t1_manual_rois.npz", **masks)
-    np.savez(tmp_path / "t1_example.npz", image=np.zeros(size), resolution=np.array([pixel_mm, pixel_mm]))
-    return [tmp_path / "t1_manual_rois.npz"]
-
-
-def test_calf_outlines_become_background_with_bones(tmp_path):
-    negatives = synth.prepare_calf_slices(_calf_roi_files(tmp_path), 1.5, 96)
+def test_calf_outlines_become_background_with_bones(calf_roi_folder):
+    negatives = synth.prepare_calf_slices(sorted(calf_roi_folder.glob("*manual_rois*")), 1.5, 96)
     assert len(negatives.labels) == 2                      # one crop per leg
     crop = negatives.labels[0]
     # The calf's muscles are muscle to draw but background to learn; tibia and fibula are drawn.
@@ -123,18 +109,17 @@ def test_calf_outlines_become_background_with_bones(tmp_path):
     assert image.std() > 0 and target.max() == 0
 
 
-def test_calf_outlines_without_their_image_file_are_refused(tmp_path):
+def test_calf_outlines_without_their_image_file_are_refused(calf_roi_folder):
     from myositis_qmri.errors import InputError
-    rois = _calf_roi_files(tmp_path)
-    (tmp_path / "t1_example.npz").unlink()
+    (calf_roi_folder / "t1_example.npz").unlink()
     with pytest.raises(InputError, match="t1_manual_rois.npz.*t1_example.npz"):
-        synth.read_calf_rois(rois[0])
+        synth.read_calf_rois(calf_roi_folder / "t1_manual_rois.npz")
 
 
-def test_batches_mix_in_calf_negatives(tmp_path):
+def test_batches_mix_in_calf_negatives(tmp_path, calf_roi_folder):
     from myositis_qmri.segmentation.train import make_batch
     slices = synth.prepare_leg_slices(_label_maps(tmp_path, (1,)), 2.3, 96)
-    negatives = synth.prepare_calf_slices(_calf_roi_files(tmp_path), 2.3, 96)
+    negatives = synth.prepare_calf_slices(sorted(calf_roi_folder.glob("*manual_rois*")), 2.3, 96)
     rng = np.random.default_rng(0)
     _, targets = make_batch(rng, slices, 6, 96, 2.3, negatives, negative_fraction=1.0)
     assert targets.max() == 0

@@ -17,6 +17,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--label-maps", type=Path, default=None,
                         help="label maps to replay against forgetting (default: shared data, else the phantom)")
+    parser.add_argument("--calf-rois", type=Path, default=None, metavar="DIR",
+                        help="calf outlines replayed as negative anatomy (default: the shared data's, when "
+                             "the model was trained with them)")
 
 
 def _replay(folder: Path | None, out: Path, header: dict):
@@ -30,6 +33,24 @@ def _replay(folder: Path | None, out: Path, header: dict):
             train_maps, _ = split_maps(maps)
             return load_slices(train_maps, out, spacing, size)
     return phantom_replay(spacing_mm=spacing, size=size)
+
+
+def _negatives(folder: Path | None, header: dict):
+    """Calf crops to replay, when the model learnt from them (or --calf-rois asks); else None."""
+    from ..progress import step
+    from ..segmentation.finetune import negative_anatomy
+    from ..segmentation.synth import prepare_calf_slices
+    from ..segmentation.train import DEFAULT_CALF_ROIS
+    if folder is None and negative_anatomy(header) is None:
+        return None
+    files = sorted((folder or DEFAULT_CALF_ROIS).glob("*manual_rois*.npz"))
+    if not files:
+        if folder is not None:
+            raise InputError(folder, "no *manual_rois*.npz calf outline files in this folder")
+        step(f"no calf outlines in {DEFAULT_CALF_ROIS}: fine-tuning without them, so the model may "
+             "forget that a calf is no thigh (pass --calf-rois)")
+        return None
+    return prepare_calf_slices(files, float(header["spacing_mm"][0]), int(header["crop_px"]))
 
 
 def main(args) -> int:
@@ -48,6 +69,7 @@ def main(args) -> int:
     header = read_header(args.model or default_model_path())
     replay = _replay(args.label_maps, args.out, header)
     result = finetune(args.model, load_volume(args.image), read_volume(args.labels), args.out,
-                      slices=slices, steps=args.steps, replay=replay)
+                      slices=slices, steps=args.steps, replay=replay,
+                      negatives=_negatives(args.calf_rois, header))
     print(json.dumps(result, indent=1))
     return 0

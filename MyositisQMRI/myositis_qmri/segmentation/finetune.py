@@ -59,8 +59,13 @@ def _mean_dice(network, images, targets) -> float:
 
 def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=None, steps: int = 40,
              learning_rate: float = 2e-4, batch_size: int = 8, replay: synth.LegSlices | None = None,
-             replay_fraction: float = 0.5, validation=None, seed: int = 0) -> dict:
-    """Fine-tune on the corrected `slices` (input z indices; None: every labelled slice)."""
+             replay_fraction: float = 0.5, validation=None, seed: int = 0,
+             negatives: synth.LegSlices | None = None, negative_fraction: float = 0.2) -> dict:
+    """Fine-tune on the corrected `slices` (input z indices; None: every labelled slice).
+
+    `negatives` (calf crops, see synth.prepare_calf_slices) make up `negative_fraction` of the
+    replayed slices, so that a model trained with them does not forget that a calf is no thigh.
+    """
     import torch
     from monai.losses import DiceCELoss
     source = Path(model_path) if model_path is not None else default_model_path()
@@ -96,7 +101,8 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
             batch_images = case_images[pick] * rng.uniform(0.9, 1.1, (len(pick), 1, 1, 1)).astype(np.float32)
             batch_targets = case_targets[pick]
             if n_replay:
-                replay_images, replay_targets = make_batch(rng, replay, n_replay, size, spacing)
+                replay_images, replay_targets = make_batch(rng, replay, n_replay, size, spacing,
+                                                           negatives, negative_fraction)
                 batch_images = np.concatenate([batch_images, replay_images])
                 batch_targets = np.concatenate([batch_targets, replay_targets])
             loss = loss_fn(network(torch.from_numpy(batch_images.astype(np.float32))),
@@ -117,10 +123,22 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
                                 "corrected_image": str(image.metadata.get("source_files", ["(in memory)"])[0]),
                                 "corrected_slices": sorted({int(s) for s in slice_index[chosen]}),
                                 "steps": steps, "replay_fraction": replay_fraction if n_replay else 0.0,
+                                "negative_replay": None if negatives is None or not n_replay else {
+                                    "calf_roi_files": negatives.names, "fraction_of_replay": negative_fraction},
                                 "command": "myositis-qmri finetune"}
     new_header["metrics"] = {**header.get("metrics", {}), "finetune": {"before": before, "after": after}}
     save_model(network, new_header, out)
     return {"before": before, "after": after, "model": str(out), "model_version": new_header["model_version"]}
+
+
+def negative_anatomy(header: dict) -> dict | None:
+    """What negative anatomy a model was trained with, looking back through earlier fine-tunes."""
+    provenance = header.get("provenance") or {}
+    while provenance:
+        if provenance.get("negative_anatomy"):
+            return provenance["negative_anatomy"]
+        provenance = provenance.get("source_provenance") or {}
+    return None
 
 
 def phantom_replay(seeds=(101, 102), spacing_mm: float = 2.3, size: int = 96) -> synth.LegSlices:

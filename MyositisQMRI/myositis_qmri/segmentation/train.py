@@ -25,6 +25,7 @@ from .model import base_header, build_network, dice_per_label, load_model, model
 # The shared real-data folder sits next to the project checkout (or where the env var says).
 DEFAULT_LABEL_MAPS = Path(os.environ.get("MYOSITIS_QMRI_SHARED_DATA",
                                          Path(__file__).resolve().parents[3].parent / "shared" / "data")) / "thigh_label_maps"
+DEFAULT_CALF_ROIS = DEFAULT_LABEL_MAPS.parent / "calf_manual_rois"
 VALIDATION_EVERY = 7      # every 7th map (sorted by name) is held out for validation
 
 
