@@ -99,7 +99,7 @@ def test_train_command_refuses_a_crop_the_network_cannot_halve(tmp_path, capsys)
 
 
 def test_calf_outlines_become_background_with_bones(calf_roi_folder):
-    negatives = synth.prepare_calf_slices(sorted(calf_roi_folder.glob("*manual_rois*")), 1.5, 96)
+    negatives = synth.prepare_calf_slices(synth.calf_roi_files(calf_roi_folder), 1.5, 96)
     assert len(negatives.labels) == 2                      # one crop per leg
     crop = negatives.labels[0]
     # The calf's muscles are muscle to draw but background to learn; tibia and fibula are drawn.
@@ -119,9 +119,24 @@ def test_calf_outlines_without_their_image_file_are_refused(calf_roi_folder):
 def test_batches_mix_in_calf_negatives(tmp_path, calf_roi_folder):
     from myositis_qmri.segmentation.train import make_batch
     slices = synth.prepare_leg_slices(_label_maps(tmp_path, (1,)), 2.3, 96)
-    negatives = synth.prepare_calf_slices(sorted(calf_roi_folder.glob("*manual_rois*")), 2.3, 96)
+    negatives = synth.prepare_calf_slices(synth.calf_roi_files(calf_roi_folder), 2.3, 96)
     rng = np.random.default_rng(0)
     _, targets = make_batch(rng, slices, 6, 96, 2.3, negatives, negative_fraction=1.0)
     assert targets.max() == 0
     _, targets = make_batch(rng, slices, 6, 96, 2.3, negatives, negative_fraction=0.0)
     assert all(t.max() > 0 for t in targets)
+
+
+def test_train_command_learns_calf_outlines_as_negative_anatomy(tmp_path, calf_roi_folder, capsys):
+    from myositis_qmri.cli import main
+    maps_dir = tmp_path / "maps"
+    maps_dir.mkdir()
+    _label_maps(maps_dir)
+    out = tmp_path / "m.safetensors"
+    common = ["train", "--label-maps", str(maps_dir), "--out", str(out), "--steps", "1", "--batch-size", "2",
+              "--validate-every", "1", "--threads", "1"]
+    assert main(common + ["--calf-rois", str(maps_dir)]) == 2      # a folder without calf outlines
+    assert "no *manual_rois*.npz" in capsys.readouterr().err and not out.exists()
+    assert main(common + ["--calf-rois", str(calf_roi_folder), "--negative-fraction", "0.5"]) == 0
+    negative = read_header(out)["provenance"]["negative_anatomy"]
+    assert negative["calf_roi_files"] == ["t1_manual_rois.npz"] and negative["fraction"] == 0.5

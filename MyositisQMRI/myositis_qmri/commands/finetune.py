@@ -39,11 +39,11 @@ def _negatives(folder: Path | None, header: dict):
     """Calf crops to replay, when the model learnt from them (or --calf-rois asks); else None."""
     from ..progress import step
     from ..segmentation.finetune import negative_anatomy
-    from ..segmentation.synth import prepare_calf_slices
+    from ..segmentation.synth import calf_roi_files, prepare_calf_slices
     from ..segmentation.train import DEFAULT_CALF_ROIS
     if folder is None and negative_anatomy(header) is None:
         return None
-    files = sorted((folder or DEFAULT_CALF_ROIS).glob("*manual_rois*.npz"))
+    files = calf_roi_files(folder or DEFAULT_CALF_ROIS)
     if not files:
         if folder is not None:
             raise InputError(folder, "no *manual_rois*.npz calf outline files in this folder")

@@ -50,7 +50,8 @@ def main(args) -> int:
         raise InputError("--crop-px", f"{args.crop_px} is not a multiple of 16 (the network halves it four times)")
     calf_rois = ()
     if args.calf_rois is not None:
-        calf_rois = tuple(sorted(args.calf_rois.glob("*manual_rois*.npz")))
+        from ..segmentation.synth import calf_roi_files
+        calf_rois = tuple(calf_roi_files(args.calf_rois))
         if not calf_rois:
             raise InputError(args.calf_rois, "no *manual_rois*.npz calf outline files in this folder")
     if not args.resume and checkpoint_path(args.out).exists():

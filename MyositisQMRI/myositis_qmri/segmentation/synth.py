@@ -129,6 +129,11 @@ CALF_TIBIALIS_ANTERIOR, CALF_PERONEUS, CALF_OTHER_MUSCLE = 1, 2, 3
 CALF_BONES = ((CALF_TIBIALIS_ANTERIOR, 25.0, (9.0, 14.0)), (CALF_PERONEUS, 15.0, (5.0, 7.0)))
 
 
+def calf_roi_files(folder) -> list[Path]:
+    """The calf outline files (`*manual_rois*.npz`, dafne-evaluation layout) in a folder, sorted."""
+    return sorted(Path(folder).glob("*manual_rois*.npz"))
+
+
 def read_calf_rois(path) -> Volume:
     """One-slice volume (1 tibialis anterior, 2 peronei, 3 other muscle) of a dafne calf ROI file.
 
