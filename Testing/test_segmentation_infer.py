@@ -180,6 +180,7 @@ def test_test_time_augmentation_is_recorded_and_no_worse(exam, segmented, tmp_pa
     shipped = default_model_path()
     assert sidecar["model_file"] == shipped.name
     assert sidecar["model_sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert 0.2 < sidecar["thigh_muscle_fraction"] < 0.9              # a thigh: about half the body
 
 
 def test_neighbouring_slices_vote():
@@ -213,18 +214,21 @@ def test_slices_past_the_thighs_get_no_muscle(exam):
 
 
 def test_little_thigh_muscle_is_warned():
-    from myositis_qmri.segmentation.infer import MIN_THIGH_MUSCLE_FRACTION, _warn_if_little_thigh
+    from myositis_qmri.segmentation.infer import (MIN_THIGH_MUSCLE_FRACTION, _warn_if_little_thigh,
+                                                  thigh_muscle_fraction)
     body = np.zeros((2, 10, 10), bool); body[:, 2:8, 2:8] = True          # 72 body voxels
     probs = np.zeros((12, 2, 10, 10)); probs[0] = 1.0
     share = int(np.ceil(MIN_THIGH_MUSCLE_FRACTION * 72))                 # just enough muscle
     probs[3].reshape(-1)[np.flatnonzero(body)[:share]] = 2.0
+    probs[5, 0, 0, 0] = 2.0                                               # muscle outside the body: not counted
+    assert thigh_muscle_fraction(probs, body) == pytest.approx(share / 72)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _warn_if_little_thigh(probs, body, "enough.nii.gz")
+        _warn_if_little_thigh(thigh_muscle_fraction(probs, body), "enough.nii.gz")
     assert not caught
     probs[3].reshape(-1)[np.flatnonzero(body)[share - 1]] = 0.0           # one voxel short
     with pytest.warns(UserWarning, match=r"short.nii.gz: thigh muscles cover only 1\d % of the body"):
-        _warn_if_little_thigh(probs, body, "short.nii.gz")
+        _warn_if_little_thigh(thigh_muscle_fraction(probs, body), "short.nii.gz")
 
 
 def test_real_calf_is_not_given_thigh_muscles(shared_data):

@@ -17,7 +17,7 @@ from . import labels as schema
 
 
 SIDECAR_KEYS = ("source", "model", "model_version", "model_file", "model_sha256", "resolution_mm",
-                "test_time_augmentation")
+                "test_time_augmentation", "thigh_muscle_fraction")
 
 
 def labels_json() -> dict:

@@ -172,9 +172,12 @@ def _slices_without_body(body_zyx: np.ndarray) -> np.ndarray:
 MIN_THIGH_MUSCLE_FRACTION = 0.2
 
 
-def _warn_if_little_thigh(probs_czyx: np.ndarray, body_zyx: np.ndarray, source: str) -> None:
-    body = body_zyx.sum()
-    fraction = float(((probs_czyx.argmax(0) > 0) & body_zyx).sum() / max(body, 1))
+def thigh_muscle_fraction(probs_czyx: np.ndarray, body_zyx: np.ndarray) -> float:
+    """Share of the body's voxels (model grid) whose most probable class is a thigh muscle."""
+    return float(((probs_czyx.argmax(0) > 0) & body_zyx).sum() / max(int(body_zyx.sum()), 1))
+
+
+def _warn_if_little_thigh(fraction: float, source: str) -> None:
     if fraction < MIN_THIGH_MUSCLE_FRACTION:
         warnings.warn(f"{source}: thigh muscles cover only {100 * fraction:.0f} % of the body (a thigh shows "
                       f"about half); is this a thigh series? If it is (for example with severe fatty "
@@ -208,7 +211,8 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None,
     empty = _slices_without_body(body)
     probs[1:, empty] = 0.0
     probs[0, empty] = 1.0
-    _warn_if_little_thigh(probs, body, _source_name(image))
+    muscle_fraction = thigh_muscle_fraction(probs, body)
+    _warn_if_little_thigh(muscle_fraction, _source_name(image))
     reference = Volume.from_sitk(grid_image)
     best = np.full(image.array.shape, -1.0, np.float32)
     muscle = np.zeros(image.array.shape, np.int16)
@@ -225,4 +229,5 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None,
                             model=header.get("provenance", {}).get("command", ""),
                             model_version=header.get("model_version"),
                             **{f"model_{key}": value for key, value in model_identity(model_path).items()},
-                            test_time_augmentation=bool(test_time_augmentation))
+                            test_time_augmentation=bool(test_time_augmentation),
+                            thigh_muscle_fraction=round(muscle_fraction, 3))
