@@ -256,3 +256,19 @@ def test_a_thigh_is_not_warned_about(exam):
         warnings.simplefilter("always")
         segment_muscles(exam.t1w, test_time_augmentation=False)
     assert not any("thigh series" in str(w.message) for w in caught)
+
+
+def test_slice_range_segments_only_those_slices(exam, tmp_path):
+    image = exam.t1w
+    full = segment_muscles(image, test_time_augmentation=False).array
+    part = segment_muscles(image, test_time_augmentation=False, slice_range=(4, 15))
+    assert part.array.shape == full.shape and part.metadata["slice_range"] == [4, 15]
+    assert not part.array[:4].any() and not part.array[16:].any()
+    # Inside the range the same muscles, in the same place (the range's end slices lose one
+    # neighbour's vote, so not voxel for voxel).
+    dice = dice_per_label(part.array[4:16], full[4:16], range(1, 23))
+    assert np.nanmean(list(dice.values())) > 0.95
+    with pytest.raises(InputError, match="slice range 4-99 is outside the image's slices 0-"):
+        segment_muscles(image, slice_range=(4, 99))
+    paths = write_segmentation(part, tmp_path)
+    assert json.loads(paths["sidecar"].read_text())["slice_range"] == [4, 15]

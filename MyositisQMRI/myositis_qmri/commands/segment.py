@@ -12,6 +12,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-tta", dest="tta", action="store_false",
                         help="one network pass per slice instead of five shifted ones (faster, "
                              "about 0.03 lower Dice)")
+    parser.add_argument("--slice-range", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
+                        help="segment only slices FIRST..LAST (0-based, inclusive, as Slicer's K index), "
+                             "for example to leave out hip or knee slices; the others get no label")
 
 
 def main(args) -> int:
@@ -22,7 +25,8 @@ def main(args) -> int:
     # DICOM folder/file or NIfTI/NRRD; a multi-echo series gives its first echo.
     image = load_volume(args.image)
     step(f"segmenting {args.image}")
-    labels = segment_muscles(image, args.model, device=args.device, test_time_augmentation=args.tta)
+    labels = segment_muscles(image, args.model, device=args.device, test_time_augmentation=args.tta,
+                             slice_range=args.slice_range)
     paths = write_segmentation(labels, args.out)
     for path in paths.values():
         print(path)

@@ -17,7 +17,7 @@ from . import labels as schema
 
 
 SIDECAR_KEYS = ("source", "model", "model_version", "model_file", "model_sha256", "resolution_mm",
-                "test_time_augmentation", "thigh_muscle_fraction")
+                "test_time_augmentation", "thigh_muscle_fraction", "slice_range")
 
 
 def labels_json() -> dict:

@@ -184,12 +184,31 @@ def _warn_if_little_thigh(fraction: float, source: str) -> None:
                       f"replacement), check the masks", stacklevel=3)
 
 
+def _slices_of(image: Volume, first: int, last: int) -> Volume:
+    """Slices first..last (input z indices, inclusive) as a volume of their own, in place in space."""
+    nz = image.array.shape[0]
+    if not 0 <= first <= last < nz:
+        raise InputError(_source_name(image), f"slice range {first}-{last} is outside the image's "
+                                              f"slices 0-{nz - 1}")
+    origin = image.geometry.index_to_physical(np.array([0.0, 0.0, float(first)]))
+    return Volume(image.array[first:last + 1], image.spacing_mm, tuple(origin), image.direction,
+                  dict(image.metadata))
+
+
 def segment_muscles(image: Volume, model_path=None, device: str | None = None,
-                    test_time_augmentation: bool = True) -> Volume:
+                    test_time_augmentation: bool = True, slice_range: tuple[int, int] | None = None) -> Volume:
     """Label map (int16, right 1-11, left 12-22) of the thigh muscles on the input grid.
 
     test_time_augmentation averages the network over TTA_SHIFTS_PX (5x slower, more accurate).
+    slice_range (first, last), input z indices inclusive, segments only those slices (the thigh,
+    leaving out hip or knee slices); the others get no label.
     """
+    if slice_range is not None:
+        first, last = (int(v) for v in slice_range)
+        part = segment_muscles(_slices_of(image, first, last), model_path, device, test_time_augmentation)
+        labels = np.zeros(image.array.shape, np.int16)
+        labels[first:last + 1] = part.array
+        return image.with_array(labels, **{**part.metadata, "slice_range": [first, last]})
     import torch
     _check_input(image)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
