@@ -43,10 +43,11 @@ def _negatives(folder: Path | None, header: dict):
     from ..segmentation.train import DEFAULT_CALF_ROIS
     if folder is None and negative_anatomy(header) is None:
         return None
-    files = calf_roi_files(folder or DEFAULT_CALF_ROIS)
-    if not files:
+    try:
+        files = calf_roi_files(folder or DEFAULT_CALF_ROIS)
+    except InputError:
         if folder is not None:
-            raise InputError(folder, "no *manual_rois*.npz calf outline files in this folder")
+            raise
         step(f"no calf outlines in {DEFAULT_CALF_ROIS}: fine-tuning without them, so the model may "
              "forget that a calf is no thigh (pass --calf-rois)")
         return None

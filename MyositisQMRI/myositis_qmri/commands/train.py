@@ -48,12 +48,8 @@ def main(args) -> int:
         raise InputError(args.out, "model files must end in .safetensors")
     if args.crop_px % 16:
         raise InputError("--crop-px", f"{args.crop_px} is not a multiple of 16 (the network halves it four times)")
-    calf_rois = ()
-    if args.calf_rois is not None:
-        from ..segmentation.synth import calf_roi_files
-        calf_rois = tuple(calf_roi_files(args.calf_rois))
-        if not calf_rois:
-            raise InputError(args.calf_rois, "no *manual_rois*.npz calf outline files in this folder")
+    from ..segmentation.synth import calf_roi_files
+    calf_rois = tuple(calf_roi_files(args.calf_rois)) if args.calf_rois is not None else ()
     if not args.resume and checkpoint_path(args.out).exists():
         checkpoint_path(args.out).unlink()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -130,8 +130,12 @@ CALF_BONES = ((CALF_TIBIALIS_ANTERIOR, 25.0, (9.0, 14.0)), (CALF_PERONEUS, 15.0,
 
 
 def calf_roi_files(folder) -> list[Path]:
-    """The calf outline files (`*manual_rois*.npz`, dafne-evaluation layout) in a folder, sorted."""
-    return sorted(Path(folder).glob("*manual_rois*.npz"))
+    """The calf outline files (`*manual_rois*.npz`, dafne-evaluation layout) in a folder, sorted;
+    InputError when there are none."""
+    files = sorted(Path(folder).glob("*manual_rois*.npz"))
+    if not files:
+        raise InputError(folder, "no *manual_rois*.npz calf outline files in this folder")
+    return files
 
 
 def read_calf_rois(path) -> Volume:
