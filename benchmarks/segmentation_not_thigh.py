@@ -77,12 +77,12 @@ def labelled_fraction(image: Volume, model, tta: bool) -> tuple[float, np.ndarra
     return labels.metadata["thigh_muscle_fraction"], per_slice
 
 
-def run(model, tta: bool, extra: dict) -> dict:
+def run(cases: dict, model, tta: bool) -> dict:
     trained_on = (read_header(model or default_model_path()).get("provenance") or {}).get(
         "negative_anatomy") or {}
     print(f"model {model or 'shipped'} (calf negatives in training: {trained_on.get('calf_roi_files', 'none')})")
     summary = {}
-    for name, (image, kind) in {**images(), **extra}.items():
+    for name, (image, kind) in cases.items():
         share, fraction = labelled_fraction(image, model, tta)
         summary[name] = {"kind": kind, "warning_share": share, "mean": round(float(fraction.mean()), 3),
                          "per_slice": [round(float(f), 3) for f in fraction]}
@@ -102,8 +102,8 @@ def main() -> None:
                         help="SWastling/musclemap's tests/test_data folder, for more real images")
     args = parser.parse_args()
     models = args.model or [None]
-    extra = musclemap_images(args.musclemap) if args.musclemap else {}
-    summaries = [run(model, not args.no_tta, extra) for model in models]
+    cases = {**images(), **(musclemap_images(args.musclemap) if args.musclemap else {})}
+    summaries = [run(cases, model, not args.no_tta) for model in models]
     if args.record:
         print(f"recorded in {record_metrics(models[0], 'not_thigh_labelled_fraction', summaries[0])}")
 
