@@ -237,7 +237,7 @@ def test_real_calf_is_not_given_thigh_muscles(shared_data):
     thigh Dixon keeps its muscles and gets no warning."""
     from myositis_qmri.io import read_volume
     from myositis_qmri.io.dicom import read_dicom
-    from myositis_qmri.segmentation.infer import body_mask
+    from myositis_qmri.segmentation.canonical import body_mask
     calf = read_dicom(shared_data / "mese_calf_siemens_enhanced").series[0].to_echo_series().echo(0)
     with pytest.warns(UserWarning, match="is this a thigh series"):
         labels = segment_muscles(calf, test_time_augmentation=False).array

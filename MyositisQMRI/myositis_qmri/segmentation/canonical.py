@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ..errors import InputError
 from ..volume import Volume
 
 CANONICAL_ORIENTATION = "LPS"   # array x -> patient left, y -> posterior, z -> superior
@@ -138,3 +139,44 @@ def uncrop_leg(crop_czyx: np.ndarray, window: LegWindow, shape_zyx: tuple[int, i
     ys, ye = max(y0, 0), min(y0 + size, shape_zyx[1])
     xs, xe = max(x0, window.x_range[0]), min(x0 + size, window.x_range[1])
     return crop_czyx[..., ys - y0:ye - y0, xs - x0:xe - x0], (slice(ys, ye), slice(xs, xe))
+
+
+def source_name(image) -> str:
+    """The file an image came from, for messages ("image" when it was made in memory)."""
+    return ((getattr(image, "metadata", None) or {}).get("source_files") or ["image"])[0]
+
+
+def body_mask(array_zyx: np.ndarray) -> np.ndarray:
+    """Tissue versus air: Otsu threshold of the smoothed image, small specks removed, holes filled."""
+    smooth = ndimage.gaussian_filter(array_zyx.astype(np.float32), (0, 1.5, 1.5))
+    hi = np.percentile(smooth, 99.5)
+    threshold = sitk.OtsuThreshold(sitk.GetImageFromArray(np.clip(smooth, 0, hi)), 0, 1, 128)
+    mask = sitk.GetArrayFromImage(threshold).astype(bool)
+    mask = ndimage.binary_opening(mask, np.ones((1, 3, 3), bool))
+    labels, n = ndimage.label(mask)
+    if n:
+        sizes = ndimage.sum(mask, labels, range(1, n + 1))
+        mask = np.isin(labels, 1 + np.nonzero(sizes >= 0.02 * sizes.max())[0])
+    for z in range(mask.shape[0]):
+        mask[z] = ndimage.binary_fill_holes(mask[z])
+    return mask
+
+
+def leg_crops(image: Volume, spacing_mm: float, size: int):
+    """(model-grid image, its array, its body mask, leg windows, one (z, size, size) crop per leg)."""
+    grid_image = model_grid_image(image, spacing_mm, "linear")
+    grid = sitk.GetArrayFromImage(grid_image).astype(np.float32)
+    body = body_mask(grid)
+    windows = leg_windows(body)
+    if not windows:
+        raise InputError(source_name(image), "no body found in the image")
+    if len(windows) == 1:
+        # One thigh in view: its side from the patient x coordinate of its centre (LPS: +x = left).
+        w = windows[0]
+        centre = grid_image.TransformContinuousIndexToPhysicalPoint((w.centre_yx[1], w.centre_yx[0], 0.0))
+        windows = [LegWindow("left" if centre[0] > 0 else "right", w.x_range, w.centre_yx)]
+    background = float(np.percentile(grid, 1))
+    # The crop keeps the other thigh in view (as in training); the window limits what is kept.
+    crops = [crop_leg(grid, LegWindow(w.side, (0, grid.shape[2]), w.centre_yx), size, fill=background)
+             for w in windows]
+    return grid_image, grid, body, windows, crops

@@ -19,7 +19,7 @@ from ..progress import Progress, step
 from ..volume import Volume
 from . import synth
 from .canonical import LegWindow, crop_leg, model_grid_image
-from .infer import leg_crops
+from .canonical import leg_crops
 from .labels import LEFT_OFFSET, N_MUSCLES, muscle_index
 from .model import default_model_path, dice_per_label, load_model, save_model
 from .train import evaluate, make_batch, predict_slices
@@ -101,8 +101,8 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
             batch_images = case_images[pick] * rng.uniform(0.9, 1.1, (len(pick), 1, 1, 1)).astype(np.float32)
             batch_targets = case_targets[pick]
             if n_replay:
-                replay_images, replay_targets = make_batch(rng, replay, n_replay, size, spacing,
-                                                           negatives, negative_fraction)
+                replay_images, replay_targets = make_batch(
+                    rng, replay, n_replay, size, spacing, [(negatives, negative_fraction)] if negatives else ())
                 batch_images = np.concatenate([batch_images, replay_images])
                 batch_targets = np.concatenate([batch_targets, replay_targets])
             loss = loss_fn(network(torch.from_numpy(batch_images.astype(np.float32))),

@@ -13,24 +13,18 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from ..errors import InputError
 from ..geometry import resample_to
 from ..progress import step
 from ..volume import Volume
-from .canonical import LegWindow, crop_leg, leg_windows, model_grid_image, uncrop_leg
+from .canonical import leg_crops, source_name as _source_name, uncrop_leg
 from .labels import LEFT_OFFSET, N_MUSCLES
 from .model import default_model_path, load_model, model_identity
 from .synth import normalize_slice
 
 MIN_FIELD_OF_VIEW_MM = 80.0
-
-
-def _source_name(image) -> str:
-    """The file an image came from, for messages ("image" when it was made in memory)."""
-    return ((getattr(image, "metadata", None) or {}).get("source_files") or ["image"])[0]
 
 
 def _check_input(image) -> None:
@@ -47,22 +41,6 @@ def _check_input(image) -> None:
         raise InputError(source, "image is constant or holds non-finite values")
     if nz == 1:
         warnings.warn(f"{source}: a single slice; segmenting it in 2-D", stacklevel=3)
-
-
-def body_mask(array_zyx: np.ndarray) -> np.ndarray:
-    """Tissue versus air: Otsu threshold of the smoothed image, small specks removed, holes filled."""
-    smooth = ndimage.gaussian_filter(array_zyx.astype(np.float32), (0, 1.5, 1.5))
-    hi = np.percentile(smooth, 99.5)
-    threshold = sitk.OtsuThreshold(sitk.GetImageFromArray(np.clip(smooth, 0, hi)), 0, 1, 128)
-    mask = sitk.GetArrayFromImage(threshold).astype(bool)
-    mask = ndimage.binary_opening(mask, np.ones((1, 3, 3), bool))
-    labels, n = ndimage.label(mask)
-    if n:
-        sizes = ndimage.sum(mask, labels, range(1, n + 1))
-        mask = np.isin(labels, 1 + np.nonzero(sizes >= 0.02 * sizes.max())[0])
-    for z in range(mask.shape[0]):
-        mask[z] = ndimage.binary_fill_holes(mask[z])
-    return mask
 
 
 # Test-time augmentation: the crop shifted by 3 model pixels (about 7 mm) in each direction and
@@ -132,26 +110,6 @@ def _small_holes(mask_2d: np.ndarray, max_hole_px: float) -> np.ndarray:
         return holes > 0
     sizes = ndimage.sum(np.ones_like(mask_2d), holes, range(1, n + 1))
     return np.isin(holes, 1 + np.flatnonzero(sizes <= max_hole_px))
-
-
-def leg_crops(image: Volume, spacing_mm: float, size: int):
-    """(model-grid image, its array, its body mask, leg windows, one (z, size, size) crop per leg)."""
-    grid_image = model_grid_image(image, spacing_mm, "linear")
-    grid = sitk.GetArrayFromImage(grid_image).astype(np.float32)
-    body = body_mask(grid)
-    windows = leg_windows(body)
-    if not windows:
-        raise InputError(_source_name(image), "no body found in the image")
-    if len(windows) == 1:
-        # One thigh in view: its side from the patient x coordinate of its centre (LPS: +x = left).
-        w = windows[0]
-        centre = grid_image.TransformContinuousIndexToPhysicalPoint((w.centre_yx[1], w.centre_yx[0], 0.0))
-        windows = [LegWindow("left" if centre[0] > 0 else "right", w.x_range, w.centre_yx)]
-    background = float(np.percentile(grid, 1))
-    # The crop keeps the other thigh in view (as in training); the window limits what is kept.
-    crops = [crop_leg(grid, LegWindow(w.side, (0, grid.shape[2]), w.centre_yx), size, fill=background)
-             for w in windows]
-    return grid_image, grid, body, windows, crops
 
 
 # Slices whose body mask is below this fraction of the largest slice's hold no thigh (past the
