@@ -1,4 +1,6 @@
 """Training: synthetic images from label maps, a short run that checkpoints and resumes."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -121,9 +123,9 @@ def test_batches_mix_in_calf_negatives(tmp_path, calf_roi_folder):
     slices = synth.prepare_leg_slices(_label_maps(tmp_path, (1,)), 2.3, 96)
     negatives = synth.prepare_calf_slices(synth.calf_roi_files(calf_roi_folder), 2.3, 96)
     rng = np.random.default_rng(0)
-    _, targets = make_batch(rng, slices, 6, 96, 2.3, negatives, negative_fraction=1.0)
+    _, targets = make_batch(rng, slices, 6, 96, 2.3, [(negatives, 1.0)])
     assert targets.max() == 0
-    _, targets = make_batch(rng, slices, 6, 96, 2.3, negatives, negative_fraction=0.0)
+    _, targets = make_batch(rng, slices, 6, 96, 2.3, [(negatives, 0.0)])
     assert all(t.max() > 0 for t in targets)
 
 
@@ -140,3 +142,69 @@ def test_train_command_learns_calf_outlines_as_negative_anatomy(tmp_path, calf_r
     assert main(common + ["--calf-rois", str(calf_roi_folder), "--negative-fraction", "0.5"]) == 0
     negative = read_header(out)["provenance"]["negative_anatomy"]
     assert negative["calf_roi_files"] == ["t1_manual_rois.npz"] and negative["fraction"] == 0.5
+
+
+@pytest.fixture
+def pelvis_like_image(tmp_path):
+    """A 4-slice image file that holds no thigh: one wide body, two round 'hips' and a dark
+    'bladder', 2 mm pixels."""
+    from myositis_qmri.volume import Volume
+    yy, xx = np.mgrid[0:120, 0:200]
+    body = ((yy - 60) / 50) ** 2 + ((xx - 100) / 90) ** 2 <= 1
+    image = np.where(body, 300.0, 5.0)
+    for cx in (55, 145):
+        image[np.hypot(yy - 60, xx - cx) <= 14] = 900.0
+    image[np.hypot(yy - 55, xx - 100) <= 12] = 60.0
+    array = np.stack([image * (1 + 0.05 * z) for z in range(4)]).astype(np.float32)
+    volume = Volume(array, (2.0, 2.0, 5.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    return write_volume(volume, tmp_path / "pelvis.nii.gz")
+
+
+def test_negative_image_specs_name_slices_or_are_refused():
+    from myositis_qmri.errors import InputError
+    assert synth.parse_negative_image("a/b.nii.gz") == (Path("a/b.nii.gz"), None, None)
+    assert synth.parse_negative_image("a/b.nii.gz:28-39") == (Path("a/b.nii.gz"), 28, 39)
+    for bad in ("b.nii.gz:39-28", "b.nii.gz:x-3", "b.nii.gz:4"):
+        with pytest.raises(InputError, match="PATH:FIRST-LAST"):
+            synth.parse_negative_image(bad)
+
+
+def test_negative_image_slices_are_drawn_with_background_targets(pelvis_like_image):
+    hips = synth.prepare_negative_image_slices([f"{pelvis_like_image}:1-2"], 2.3, 96)
+    # Two slices, cut into one crop per side as at inference (the body is wider than one thigh).
+    assert len(hips) in (2, 4) and hips.names == ["pelvis.nii.gz:1-2"]
+    assert hips.classes.max() == synth.N_INTENSITY_CLASSES and hips.classes.min() == 0
+    # The classes follow brightness: the bright 'hip' is in the top class, the 'bladder' low.
+    bright = hips.images[0] >= np.percentile(hips.images[0], 99)
+    assert np.median(hips.classes[0][bright]) == synth.N_INTENSITY_CLASSES
+    rng = np.random.default_rng(0)
+    for index in range(len(hips)):
+        image, target = hips.draw(rng, index, 96, 2.3)
+        assert image.shape == target.shape == (96, 96) and target.max() == 0 and np.isfinite(image).all()
+        assert image.std() > 0.01
+
+
+def test_negative_image_outside_its_slices_is_refused(pelvis_like_image):
+    from myositis_qmri.errors import InputError
+    with pytest.raises(InputError, match="pelvis.nii.gz.*slices 2-9"):
+        synth.prepare_negative_image_slices([f"{pelvis_like_image}:2-9"], 2.3, 96)
+
+
+def test_train_command_learns_negative_images(tmp_path, pelvis_like_image, capsys):
+    from myositis_qmri.cli import main
+    from myositis_qmri.segmentation.train import make_batch
+    maps_dir = tmp_path / "maps"
+    maps_dir.mkdir()
+    _label_maps(maps_dir)
+    slices = synth.prepare_leg_slices(sorted(maps_dir.iterdir())[:1], 2.3, 96)
+    hips = synth.prepare_negative_image_slices([str(pelvis_like_image)], 2.3, 96)
+    _, targets = make_batch(np.random.default_rng(1), slices, 4, 96, 2.3, [(hips, 1.0)])
+    assert targets.max() == 0
+    out = tmp_path / "m.safetensors"
+    common = ["train", "--label-maps", str(maps_dir), "--out", str(out), "--steps", "1", "--batch-size", "2",
+              "--validate-every", "1", "--threads", "1"]
+    assert main(common + ["--negative-image", str(tmp_path / "missing.nii.gz")]) == 2
+    assert "missing.nii.gz" in capsys.readouterr().err and not out.exists()
+    assert main(common + ["--negative-image", f"{pelvis_like_image}:0-3", "--negative-image-fraction", "0.5"]) == 0
+    negative = read_header(out)["provenance"]["negative_images"]
+    assert negative["slices"] == ["pelvis.nii.gz:0-3"] and negative["fraction"] == 0.5

@@ -31,6 +31,11 @@ def add_arguments(parser) -> None:
                              "*_example*.npz beside them): negative anatomy, trained as background")
     parser.add_argument("--negative-fraction", type=float, default=0.1,
                         help="share of training slices drawn from --calf-rois")
+    parser.add_argument("--negative-image", action="append", default=[], metavar="PATH[:FIRST-LAST]",
+                        help="real image slices that hold no thigh muscle (hip, pelvis), 0-based and "
+                             "inclusive; trained as background, their contrast redrawn at random (repeatable)")
+    parser.add_argument("--negative-image-fraction", type=float, default=0.05,
+                        help="share of training slices drawn from --negative-image")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint next to --out (default: start afresh)")
 
@@ -48,8 +53,12 @@ def main(args) -> int:
         raise InputError(args.out, "model files must end in .safetensors")
     if args.crop_px % 16:
         raise InputError("--crop-px", f"{args.crop_px} is not a multiple of 16 (the network halves it four times)")
-    from ..segmentation.synth import calf_roi_files
+    from ..segmentation.synth import calf_roi_files, parse_negative_image
     calf_rois = tuple(calf_roi_files(args.calf_rois)) if args.calf_rois is not None else ()
+    for spec in args.negative_image:
+        path, _, _ = parse_negative_image(spec)
+        if not path.is_file():
+            raise InputError(path, "negative image not found")
     if not args.resume and checkpoint_path(args.out).exists():
         checkpoint_path(args.out).unlink()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +67,8 @@ def main(args) -> int:
                          seed=args.seed, threads=args.threads, between_slices=args.between_slices,
                          init_model=args.init, spacing_mm=args.spacing_mm, crop_px=args.crop_px,
                          calf_rois=calf_rois, negative_fraction=args.negative_fraction,
+                         negative_images=tuple(args.negative_image),
+                         negative_image_fraction=args.negative_image_fraction,
                          extra_training_maps=tuple(write_phantom_label_maps(
                              args.out.parent / "phantom_label_maps", range(1, args.phantoms + 1))))
     state = train(config, resume=args.resume)

@@ -6,7 +6,8 @@ the tissues the maps lack (subcutaneous fat, skin, femur cortex and marrow, unla
 intermuscular fat), gives every tissue a random intensity (Gaussian mixture), then applies
 affine and elastic deformation, bias field, blur/resolution loss and noise.
 `prepare_calf_slices` gives negative crops: calf muscles drawn as muscle, whose target is
-background.
+background; `prepare_negative_image_slices` gives negative crops of real slices without
+outlines (hip and pelvis), their intensity classes redrawn at random.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ..errors import InputError
 from ..io import read_volume
 from ..volume import Volume
 from ..progress import track
-from .canonical import crop_leg, leg_windows, model_grid_image
+from .canonical import LegWindow, crop_leg, leg_crops, leg_windows, model_grid_image
 from .labels import N_MUSCLES
 
 import SimpleITK as sitk
@@ -39,6 +40,12 @@ class LegSlices:
     labels: np.ndarray
     source: np.ndarray  # index into `names`
     names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def draw(self, rng, index: int, out_size: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+        return synthesize(rng, self.labels[index], out_size, spacing_mm)
 
     def subset(self, names: set[str]) -> "LegSlices":
         keep = np.array([self.names[i] in names for i in self.source], dtype=bool)
@@ -181,6 +188,105 @@ def prepare_calf_slices(paths: list, spacing_mm: float, size: int) -> LegSlices:
     return slices
 
 
+# Negative anatomy from real images without outlines: slices of the hip and pelvis above the
+# thigh, where a reference segmentation has no thigh muscle, so every pixel's target is
+# background. The slice's intensities are sorted into a few classes (1-D k-means) and each class is redrawn with a random intensity, as the label maps' tissues are, so
+# that the network learns the anatomy, not the one scan's contrast.
+N_INTENSITY_CLASSES = 6
+REAL_CONTRAST_SHARE = 0.3   # share of draws that keep the scan's own intensities
+
+
+@dataclass
+class NegativeImageSlices:
+    """One-leg crops (n, size, size) of real slices that hold no thigh muscle."""
+
+    classes: np.ndarray   # uint8: 0 outside the field of view, 1..N_INTENSITY_CLASSES dark to bright
+    images: np.ndarray    # float32: the crop itself, normalised as at inference
+    names: list[str]      # "file:first-last" of each source
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def draw(self, rng, index: int, out_size: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+        return synthesize_negative_image(rng, self.classes[index], self.images[index], out_size)
+
+
+def parse_negative_image(spec: str) -> tuple[Path, int | None, int | None]:
+    """`PATH` or `PATH:FIRST-LAST` (0-based input slice indices, inclusive) of a negative image."""
+    path, _, span = str(spec).rpartition(":") if ":" in str(spec) else (str(spec), "", "")
+    if not span:
+        return Path(spec), None, None
+    first, sep, last = span.partition("-")
+    if not (sep and first.isdigit() and last.isdigit()) or int(first) > int(last):
+        raise InputError(spec, "a negative image is PATH or PATH:FIRST-LAST (slice indices, 0-based)")
+    return Path(path), int(first), int(last)
+
+
+def intensity_classes(image: np.ndarray, inside: np.ndarray, n_classes: int = N_INTENSITY_CLASSES) -> np.ndarray:
+    """Class per pixel: 0 outside `inside`, else 1..n (dark to bright) by 1-D k-means of its intensities."""
+    values = image[inside]
+    if values.size < n_classes:
+        return inside.astype(np.uint8)
+    centres = np.quantile(values, (np.arange(n_classes) + 0.5) / n_classes)
+    for _ in range(20):
+        nearest = np.argmin(np.abs(values[:, None] - centres[None]), axis=1)
+        centres = np.array([values[nearest == k].mean() if (nearest == k).any() else centres[k]
+                            for k in range(n_classes)])
+    order = np.argsort(np.argsort(centres))
+    classes = np.zeros(image.shape, np.uint8)
+    classes[inside] = 1 + order[np.argmin(np.abs(values[:, None] - centres[None]), axis=1)]
+    return classes
+
+
+def prepare_negative_image_slices(specs: list, spacing_mm: float, size: int) -> NegativeImageSlices:
+    """One-leg crops, cut as at inference, of the given real slices that hold no thigh muscle."""
+    classes, images, names = [], [], []
+    for spec in specs:
+        path, first, last = parse_negative_image(spec)
+        volume = read_volume(path)
+        nz = volume.array.shape[0] if volume.array.ndim == 3 else 0
+        first, last = (0, nz - 1) if first is None else (first, last)
+        if volume.array.ndim != 3 or not 0 <= first <= last < nz:
+            raise InputError(path, f"slices {first}-{last} are not slices of this 3-D image ({nz} slices)")
+        origin = volume.geometry.index_to_physical(np.array([0.0, 0.0, float(first)]))
+        part = Volume(volume.array[first:last + 1], volume.spacing_mm, tuple(origin), volume.direction, {})
+        _, grid, body, windows, crops = leg_crops(part, spacing_mm, size + 2 * PREP_MARGIN)
+        for window, crop in zip(windows, crops):
+            whole = LegWindow(window.side, (0, grid.shape[2]), window.centre_yx)
+            # Classes cover the whole field of view: at the hip the body is wider than the field
+            # of view, its outline is open, and the body mask holds only the bright fat.
+            in_view = crop_leg(np.ones(grid.shape, bool), whole, size + 2 * PREP_MARGIN, fill=False)
+            has_body = crop_leg(body, whole, size + 2 * PREP_MARGIN, fill=False).any(axis=(1, 2))
+            for z in np.flatnonzero(has_body):
+                image = normalize_slice(crop[z])
+                classes.append(intensity_classes(image, in_view[z]))
+                images.append(image)
+        names.append(f"{path.name}:{first}-{last}")
+    if not classes:
+        raise InputError(specs[0] if specs else "negative images", "no body in the negative image slices")
+    return NegativeImageSlices(np.stack(classes), np.stack(images).astype(np.float32), names)
+
+
+def synthesize_negative_image(rng, classes: np.ndarray, image: np.ndarray, out_size: int):
+    """One random image from a real negative crop (its classes redrawn, or its own contrast); target 0."""
+    coords = _warp_coordinates(rng, classes.shape[0], out_size)
+    if rng.random() < REAL_CONTRAST_SHARE:
+        out = ndimage.map_coordinates(image, coords, order=1, mode="nearest")
+    else:
+        warped = ndimage.map_coordinates(classes, coords, order=0, mode="constant", cval=0)
+        means = np.sort(rng.uniform(0, 1, N_INTENSITY_CLASSES + 1)) if rng.random() < 0.5 else \
+            rng.uniform(0, 1, N_INTENSITY_CLASSES + 1)
+        means[0] = rng.uniform(0, 0.15) if rng.random() < 0.9 else rng.uniform(0, 1)
+        # The scan's own texture within each class, at a random strength.
+        detail = ndimage.map_coordinates(image, coords, order=1, mode="nearest")
+        counts = np.bincount(warped.ravel(), minlength=N_INTENSITY_CLASSES + 1)
+        class_mean = np.bincount(warped.ravel(), detail.ravel(), N_INTENSITY_CLASSES + 1) / np.maximum(counts, 1)
+        residual = detail - class_mean[warped]
+        out = means[warped] + rng.uniform(0, 1.0) * residual + rng.normal(0, rng.uniform(0.005, 0.06), warped.shape)
+    out = _scanner_effects(rng, np.clip(out, 0, None).astype(np.float64))
+    return normalize_slice(out.astype(np.float32)), np.zeros((out_size, out_size), np.int64)
+
+
 def _muscle_envelope(mask: np.ndarray, spacing_mm: float) -> np.ndarray:
     """The muscle mass around `mask`: closed and hole-filled, so the gaps inside it are included."""
     radius = int(round(6 / spacing_mm * 1.5))
@@ -195,9 +301,9 @@ def _smooth_field(rng, shape, scale_px: float, amplitude: float) -> np.ndarray:
     return amplitude * field[: shape[0], : shape[1]]
 
 
-def _deform(rng, labels: np.ndarray, out_size: int, strength: float = 1.0) -> np.ndarray:
-    """Random affine + elastic warp, nearest neighbour, cropped to out_size around a jittered centre."""
-    n = labels.shape[0]
+def _warp_coordinates(rng, n: int, out_size: int, strength: float = 1.0) -> np.ndarray:
+    """Sampling coordinates (2, out_size, out_size) into an n x n crop: random affine + elastic
+    warp around a jittered centre."""
     angle = np.deg2rad(rng.normal(0, 10) * strength)
     scale = np.exp(rng.normal(0, 0.12, 2) * strength)
     shear = rng.normal(0, 0.05) * strength
@@ -209,6 +315,12 @@ def _deform(rng, labels: np.ndarray, out_size: int, strength: float = 1.0) -> np
     coords += centre[:, None, None]
     for axis in range(2):
         coords[axis] += _smooth_field(rng, (out_size, out_size), out_size / 5, 2.5 * strength)
+    return coords
+
+
+def _deform(rng, labels: np.ndarray, out_size: int, strength: float = 1.0) -> np.ndarray:
+    """Random affine + elastic warp of a label crop, nearest neighbour, out_size square."""
+    coords = _warp_coordinates(rng, labels.shape[0], out_size, strength)
     return ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0)
 
 
@@ -309,6 +421,14 @@ def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float) -> tup
     tissue = add_tissues(rng, warped, spacing_mm)
     means, stds = _tissue_intensities(rng)
     image = means[tissue] + stds[tissue] * rng.normal(0, 1, tissue.shape)
+    image = _scanner_effects(rng, image)
+    target = np.where(warped <= N_MUSCLES, warped, 0).astype(np.int64)
+    return normalize_slice(image.astype(np.float32)), target
+
+
+def _scanner_effects(rng, image: np.ndarray) -> np.ndarray:
+    """Texture, blur and resolution loss, coil bias field, Rician-like noise and a random gamma."""
+    out_size = image.shape[0]
     # Within-tissue texture (fat marbling, fibres).
     image += _smooth_field(rng, image.shape, rng.uniform(2, 8), rng.uniform(0, 0.04))
     # Partial volume and lower resolution: blur, optionally down- and up-sample.
@@ -325,8 +445,7 @@ def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float) -> tup
     image = np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape))
     if rng.random() < 0.3:
         image = image ** rng.uniform(0.6, 1.6)
-    target = np.where(warped <= N_MUSCLES, warped, 0).astype(np.int64)
-    return normalize_slice(image.astype(np.float32)), target
+    return image
 
 
 def normalize_slice(image: np.ndarray) -> np.ndarray:

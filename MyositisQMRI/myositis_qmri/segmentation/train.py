@@ -47,6 +47,8 @@ class TrainConfig:
     init_model: Path | None = None  # start from this model file's weights (same architecture)
     calf_rois: tuple[Path, ...] = ()  # calf ROI files: negative anatomy, trained as background
     negative_fraction: float = 0.1   # share of training slices drawn from calf_rois
+    negative_images: tuple[str, ...] = ()  # "PATH[:FIRST-LAST]" real slices without thigh muscle (hip)
+    negative_image_fraction: float = 0.05  # share of training slices drawn from negative_images
 
 
 def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
@@ -98,15 +100,21 @@ def load_slices(paths: list[Path], out: Path, spacing_mm: float, crop_px: int,
     return slices
 
 
-def make_batch(rng, slices: synth.LegSlices, n: int, crop_px: int, spacing_mm: float,
-               negatives: synth.LegSlices | None = None, negative_fraction: float = 0.0):
-    """n synthetic (image, target) pairs; with negatives, about negative_fraction of them are calves."""
+def make_batch(rng, slices: synth.LegSlices, n: int, crop_px: int, spacing_mm: float, negatives=()):
+    """n synthetic (image, target) pairs. negatives: (slices, fraction) pairs of negative anatomy
+    (synth.LegSlices of calves, synth.NegativeImageSlices of hips); each pair supplies about
+    `fraction` of the batch."""
     images, targets = [], []
-    for index in rng.integers(0, len(slices.labels), n):
+    for index in rng.integers(0, len(slices), n):
         source = slices
-        if negatives is not None and rng.random() < negative_fraction:
-            source, index = negatives, rng.integers(0, len(negatives.labels))
-        image, target = synth.synthesize(rng, source.labels[index], crop_px, spacing_mm)
+        if negatives:
+            draw, cumulative = rng.random(), 0.0
+            for candidate, fraction in negatives:
+                cumulative += fraction
+                if draw < cumulative:
+                    source, index = candidate, rng.integers(0, len(candidate))
+                    break
+        image, target = source.draw(rng, index, crop_px, spacing_mm)
         images.append(image)
         targets.append(target)
     return np.stack(images)[:, None], np.stack(targets)[:, None]
@@ -175,8 +183,12 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
     step(f"{len(train_maps)} training and {len(val_maps)} validation label maps")
     slices = load_slices(train_maps, config.out, config.spacing_mm, config.crop_px, config.between_slices)
     val_slices = load_slices(val_maps, config.out, config.spacing_mm, config.crop_px)
-    negatives = (synth.prepare_calf_slices(list(config.calf_rois), config.spacing_mm, config.crop_px)
-                 if config.calf_rois else None)
+    calves = (synth.prepare_calf_slices(list(config.calf_rois), config.spacing_mm, config.crop_px)
+              if config.calf_rois else None)
+    hips = (synth.prepare_negative_image_slices(list(config.negative_images), config.spacing_mm, config.crop_px)
+            if config.negative_images else None)
+    negatives = [(source, fraction) for source, fraction in
+                 ((calves, config.negative_fraction), (hips, config.negative_image_fraction)) if source is not None]
     val_images, val_targets = make_batch(np.random.default_rng(12345), val_slices,
                                          config.n_validation_slices, config.crop_px, config.spacing_mm)
     header = base_header(config.spacing_mm, config.crop_px)
@@ -205,7 +217,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = max(lr, config.learning_rate * 0.02)
             images, targets = make_batch(rng, slices, config.batch_size, config.crop_px, config.spacing_mm,
-                                         negatives, config.negative_fraction)
+                                         negatives)
             loss = loss_fn(network(torch.from_numpy(images)), torch.from_numpy(targets))
             optimizer.zero_grad()
             loss.backward()
@@ -229,10 +241,14 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                         "steps": state["step"], "batch_size": config.batch_size, "seed": config.seed,
                         "learning_rate": config.learning_rate, "between_slices": config.between_slices,
                         "initialised_from": initialised_from,
-                        "negative_anatomy": None if negatives is None else {
-                            "calf_roi_files": negatives.names, "fraction": config.negative_fraction,
+                        "negative_anatomy": None if calves is None else {
+                            "calf_roi_files": calves.names, "fraction": config.negative_fraction,
                             "source": "dafne-imaging/dafne-evaluation (Apache-2.0), manual calf outlines",
-                            "crops": int(len(negatives.labels))},
+                            "crops": int(len(calves))},
+                        "negative_images": None if hips is None else {
+                            "slices": hips.names, "fraction": config.negative_image_fraction,
+                            "crops": int(len(hips)),
+                            "synthesis": "intensity classes redrawn at random (synth.synthesize_negative_image)"},
                         "command": "myositis-qmri train",
                     }
                     save_model(network, header, config.out)
