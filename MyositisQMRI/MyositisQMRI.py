@@ -101,7 +101,8 @@ class MyositisQMRIParameterNode:
     Study: dicomFolder (imported through core `inspect`) or loaded nodes (meseSequence,
     structuralVolume, waterVolume/fatVolume, ffMapVolume). Maps: echoTimesMs, t2Model, fatT2,
     ffMethod, fieldStrengthT and the resulting t2Map/ffMap/b1Map. Muscles: segmentation,
-    modelFile. Report: chartMeasure, erodeMasks, exportFolder, exportToDicomDatabase.
+    modelFile, segmentFirstSlice/segmentLastSlice (K index; -1 the last). Report: chartMeasure,
+    erodeMasks, exportFolder, exportToDicomDatabase.
     """
 
     dicomFolder: pathlib.Path
@@ -120,6 +121,8 @@ class MyositisQMRIParameterNode:
     b1Map: vtkMRMLScalarVolumeNode
     segmentation: vtkMRMLSegmentationNode
     modelFile: pathlib.Path
+    segmentFirstSlice: Annotated[int, WithinRange(0, 9999)] = 0
+    segmentLastSlice: Annotated[int, WithinRange(-1, 9999)] = -1   # -1: the last slice
     chartMeasure: Annotated[str, Choice(["T2", "FF", "Volume"])] = "T2"
     exportFolder: pathlib.Path
     exportToDicomDatabase: bool = False
@@ -633,6 +636,9 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         work = self.workFolder(p)
         image = slicer_bridge.export_volume(p.structuralVolume, work, "structural")
         model = str(p.modelFile) if p.modelFile and pathlib.Path(p.modelFile).is_file() else None
+        # Slicer's K index is the exported file's slice index, which `segment --slice-range` takes.
+        sliceRange = pipeline.segment_slice_range(p.segmentFirstSlice, p.segmentLastSlice,
+                                                  p.structuralVolume.GetImageData().GetDimensions()[2])
 
         def loaded(result):
             if p.segmentation:
@@ -641,7 +647,8 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
             if onDone:
                 onDone()
 
-        return self.startJob("segment", pipeline.segment_arguments(image, work / "segment", model), loaded)
+        return self.startJob("segment", pipeline.segment_arguments(image, work / "segment", model, sliceRange),
+                             loaded)
 
     def exportEditedLabels(self, p) -> pathlib.Path:
         """The segmentation as it is now (with the user's edits) as a label map on the structural grid."""

@@ -108,6 +108,17 @@ def test_report_command_bad_inputs_are_one_line_errors(exam_dir, tmp_path, capsy
     assert code == 2 and "absent.nii.gz" in capsys.readouterr().err
 
 
+def test_run_segments_only_the_slice_range(exam_dir, tmp_path):
+    dicom, truth, exam = exam_dir
+    study = _study_with(dicom, tmp_path / "study", ["01_T1w_TSE", "02_MESE"])
+    out = tmp_path / "out"
+    summary = run_study(study, out, {"seg_slice_range": (1, 3), "formats": ("json",)})
+    assert summary["steps"]["segment"]["status"] == "done"
+    labels = read_volume(out / "segmentation" / "muscles.nii.gz").array
+    assert labels[1:4].any() and not labels[:1].any() and not labels[4:].any()
+    assert json.loads((out / "segmentation" / "muscles.json").read_text())["slice_range"] == [1, 3]
+
+
 def test_study_with_nothing_to_map_is_refused(exam_dir, tmp_path):
     dicom, _, _ = exam_dir
     study = _study_with(dicom, tmp_path / "study", ["01_T1w_TSE"])
@@ -132,6 +143,7 @@ def test_run_options_t2_fit_arguments_parse_like_t2(tmp_path):
         run("--b1-smoothing", "600")
     with pytest.raises(SystemExit):   # argparse: not one of auto, cpu, cuda
         run("--device", "tpu")
+    assert defaults.seg_slice_range is None and run("--slice-range", "2", "5").seg_slice_range == [2, 5]
     cohort = batch_command.run_options(cli.build_parser("batch").parse_args(
         ["batch", str(tmp_path), "--out", str(tmp_path / "out"), "--b1-smoothing", "20", "--device", "cpu"]))
     assert cohort["b1_smoothing_mm"] == 20.0 and cohort["t2_device"] == "cpu"

@@ -55,6 +55,14 @@ def test_pipeline_arguments_follow_the_command_line_contract():
         ["--ff-map", "/m.nii.gz", "--out", "/o", "--method", "auto"]
     seg = jobs.core_command("segment", pipeline.segment_arguments("/i.nii.gz", "/w/seg"), "py")
     assert seg[3:] == ["segment", "/i.nii.gz", "--out", "/w/seg"]
+    seg = jobs.core_command("segment", pipeline.segment_arguments("/i.nii.gz", "/w/seg", slice_range=(2, 30)), "py")
+    assert seg[3:] == ["segment", "/i.nii.gz", "--out", "/w/seg", "--slice-range", "2", "30"]
+    # The panel's spin boxes: -1 is the last slice; every slice needs no option; outside is refused.
+    assert pipeline.segment_slice_range(0, -1, 40) is None and pipeline.segment_slice_range(0, 39, 40) is None
+    assert pipeline.segment_slice_range(0, 20, 40) == (0, 20) and pipeline.segment_slice_range(5, -1, 40) == (5, 39)
+    for first, last in ((30, 20), (0, 40), (41, -1)):
+        with pytest.raises(ValueError, match="not slices of the volume"):
+            pipeline.segment_slice_range(first, last, 40)
     report = jobs.core_command("report", pipeline.report_arguments("/l.nii.gz", "/r", ff="/ff.nii.gz",
                                                                    reviewer_grades="/g.json"), "py")
     assert report[3:] == ["report", "--seg", "/l.nii.gz", "--ff", "/ff.nii.gz", "--out", "/r",

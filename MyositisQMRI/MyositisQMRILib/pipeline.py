@@ -44,8 +44,22 @@ def ff_arguments(out: str | Path, dicom: Sequence[str | Path] = (), water=None, 
             ("--field-t", None if not field_t else f"{field_t:g}")]
 
 
-def segment_arguments(image: str | Path, out: str | Path, model: str | Path | None = None) -> list:
-    return [str(image), ("--out", out), ("--model", model or None)]
+def segment_arguments(image: str | Path, out: str | Path, model: str | Path | None = None,
+                      slice_range: tuple[int, int] | None = None) -> list:
+    """`segment IMAGE --out DIR [--model F] [--slice-range FIRST LAST]`."""
+    return [str(image), ("--out", out), ("--model", model or None),
+            ("--slice-range", tuple(slice_range) if slice_range else None)]
+
+
+def segment_slice_range(first: int, last: int, n_slices: int) -> tuple[int, int] | None:
+    """The slices to segment from the panel's spin boxes (K index; last -1: the last slice).
+
+    None when that is every slice. A range outside the volume raises ValueError.
+    """
+    last = n_slices - 1 if last < 0 else last
+    if not 0 <= first <= last < n_slices:
+        raise ValueError(f"slices {first} to {last} are not slices of the volume (0 to {n_slices - 1})")
+    return None if (first, last) == (0, n_slices - 1) else (first, last)
 
 
 def finetune_arguments(image: str | Path, labels: str | Path, out: str | Path,

@@ -42,6 +42,7 @@ class RunOptions:
     t2_bias_correction: bool = True        # subtract the second-order bias of the water T2 estimate
     ff_method: str = "auto"
     seg_model: str | None = None
+    seg_slice_range: tuple[int, int] | None = None   # segment only these slices (0-based, inclusive)
     erode: bool = True   # 1-voxel in-plane erosion before statistics (partial volume with fat)
     scoring: str | None = None
     previous: str | None = None
@@ -197,7 +198,7 @@ def segment_step(study, out: Path, opts: RunOptions, summary: dict, t2_source, f
     from .segmentation.export import write_segmentation
     from .segmentation.infer import segment_muscles
     step(f"segment: thigh muscles on '{series.description}'")
-    labels = segment_muscles(anatomy, model_path=opts.seg_model)
+    labels = segment_muscles(anatomy, model_path=opts.seg_model, slice_range=opts.seg_slice_range)
     written = write_segmentation(labels, folder)
     written = written if isinstance(written, dict) else {"labels": target}
     _record(summary, "segment", "done", f"deep-learning segmentation on '{series.description}'", **written)

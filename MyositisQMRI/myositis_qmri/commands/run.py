@@ -18,6 +18,9 @@ def add_arguments(parser) -> None:
     add_pipeline_options(parser)
     parser.add_argument("--previous", help="report.json of an earlier visit (longitudinal change)")
     parser.add_argument("--review", help="reviewer grades: an earlier report.json or an overrides JSON")
+    parser.add_argument("--slice-range", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
+                        help="segment only slices FIRST..LAST of the segmented series (0-based, inclusive), "
+                             "for example to leave out hip or knee slices")
 
 
 def add_pipeline_options(parser) -> None:
@@ -41,7 +44,8 @@ def options_from_args(args) -> RunOptions:
     return RunOptions(t2_model=args.t2_model, t2_profile=args.t2_profile, fat_t2_ms=fat_t2,
                       b1_smoothing_mm=args.b1_smoothing_mm, t2_device=args.t2_device,
                       t2_bias_correction=args.t2_bias_correction, ff_method=args.ff_method,
-                      seg_model=args.seg_model, erode=args.erode, scoring=args.scoring, previous=args.previous,
+                      seg_model=args.seg_model, seg_slice_range=getattr(args, "slice_range", None),
+                      erode=args.erode, scoring=args.scoring, previous=args.previous,
                       review=args.review, anonymize=args.anonymize, reuse=args.reuse)
 
 
