@@ -28,6 +28,15 @@ def test_index_to_physical_inverts():
     np.testing.assert_allclose(vol.geometry.physical_to_index(vol.geometry.index_to_physical(ijk)), ijk)
 
 
+def test_images_name_their_source_file_for_messages(tmp_path):
+    path = write_volume(Volume(np.zeros((2, 3, 4), np.float32)), tmp_path / "t1.nii.gz")
+    assert read_volume(path).source_name("image") == str(path)
+    assert Volume(np.zeros((2, 3, 4))).source_name("image") == "image"        # made in memory
+    assert Volume(np.zeros((2, 3, 4)), metadata={"source_files": []}).source_name("x") == "x"
+    series = EchoSeries(np.zeros((2, 1, 3, 4)), (10.0, 20.0), metadata={"source_files": ["a.dcm", "b.dcm"]})
+    assert series.source_name() == "a.dcm" and EchoSeries(np.zeros((2, 1, 3, 4)), (10.0, 20.0)).source_name() is None
+
+
 def test_echo_series_round_trip_with_bids_sidecar(tmp_path):
     arr = np.random.default_rng(1).random((4, 3, 5, 6)).astype(np.float32)
     series = EchoSeries(arr, (10, 20, 30, 40), (1.5, 1.5, 7.0), (1.0, 2.0, 3.0))

@@ -95,7 +95,7 @@ def align_labels_to(labels: Volume, reference, register_with: Volume | None = No
     """
     geometry = _as_geometry(reference)
     if overlap_fraction(geometry, labels.geometry) < min_overlap:
-        raise InputError(labels.metadata.get("source_files", ["labels"])[0],
+        raise InputError(labels.source_name("labels"),
                          "the label map and the target grid do not overlap in patient space")
     transform = None
     if register_with is not None:

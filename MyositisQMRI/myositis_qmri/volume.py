@@ -53,6 +53,11 @@ class Geometry:
         return float(np.prod(self.spacing_mm)) / 1000.0
 
 
+def source_name(metadata: dict, default=None):
+    """The first of metadata["source_files"], or `default` when there is none."""
+    return (metadata.get("source_files") or [default])[0]
+
+
 @dataclass
 class Volume:
     """A 3-D image (z, y, x) with its geometry and free-form metadata.
@@ -78,6 +83,10 @@ class Volume:
     @property
     def geometry(self) -> Geometry:
         return Geometry(tuple(self.array.shape), self.spacing_mm, self.origin_mm, self.direction)
+
+    def source_name(self, default=None):
+        """The file this image came from, for messages; `default` when it was made in memory."""
+        return source_name(self.metadata, default)
 
     def with_array(self, array: np.ndarray, **metadata) -> "Volume":
         """A new Volume on the same grid (geometry copied, metadata merged)."""
@@ -147,6 +156,10 @@ class EchoSeries:
     def echo(self, index: int) -> Volume:
         return Volume.on_geometry(self.array[index], self.geometry,
                                   {**self.metadata, "echo_time_ms": self.echo_times_ms[index]})
+
+    def source_name(self, default=None):
+        """The file this series came from, for messages; `default` when it was made in memory."""
+        return source_name(self.metadata, default)
 
     def replace(self, **changes) -> "EchoSeries":
         return dataclasses.replace(self, **changes)

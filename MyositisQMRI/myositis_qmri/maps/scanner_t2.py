@@ -37,7 +37,7 @@ def read_scanner_t2_map(path_or_volume, scale_to_ms: float | None = None) -> Vol
     else:
         volume, units = _load(path_or_volume)
         source = str(path_or_volume)
-    source = source or (volume.metadata.get("source_files") or ["scanner T2 map"])[0]
+    source = source or volume.source_name("scanner T2 map")
     values = np.asarray(volume.array, dtype=np.float32)
     if not np.isfinite(values).all():
         values = np.where(np.isfinite(values), values, 0).astype(np.float32)

@@ -143,7 +143,7 @@ def uncrop_leg(crop_czyx: np.ndarray, window: LegWindow, shape_zyx: tuple[int, i
 
 def source_name(image) -> str:
     """The file an image came from, for messages ("image" when it was made in memory)."""
-    return ((getattr(image, "metadata", None) or {}).get("source_files") or ["image"])[0]
+    return image.source_name("image") if hasattr(image, "source_name") else "image"
 
 
 def body_mask(array_zyx: np.ndarray) -> np.ndarray:

@@ -77,7 +77,7 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
     labelled = np.array([t.any() for t in targets])
     chosen = labelled & (np.isin(slice_index, list(slices)) if slices is not None else labelled)
     if not chosen.any():
-        raise InputError(labels.metadata.get("source_files", ["labels"])[0],
+        raise InputError(labels.source_name("labels"),
                          "no corrected muscle voxels on the chosen slices")
     others = labelled & ~chosen
     rng = np.random.default_rng(seed)
@@ -120,7 +120,7 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
     new_header["model_version"] = int(header.get("model_version", 1)) + 1
     new_header["provenance"] = {"finetuned_from": source.name, "source_model_version": header.get("model_version"),
                                 "source_provenance": header.get("provenance", {}),
-                                "corrected_image": str(image.metadata.get("source_files", ["(in memory)"])[0]),
+                                "corrected_image": str(image.source_name("(in memory)")),
                                 "corrected_slices": sorted({int(s) for s in slice_index[chosen]}),
                                 "steps": steps, "replay_fraction": replay_fraction if n_replay else 0.0,
                                 "negative_replay": None if negatives is None or not n_replay else {

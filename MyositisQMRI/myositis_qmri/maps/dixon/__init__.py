@@ -181,7 +181,7 @@ def _complex_input(method, magnitude, phase, complex_series) -> EchoSeries:
     radians = phase.array
     if phase.metadata.get("phase_units") != "radians" and (np.nanmax(radians) > 2 * np.pi + 0.1
                                                             or np.nanmin(radians) < -np.pi - 0.1):
-        radians = phase_to_radians(radians, (phase.metadata.get("source_files") or ["--phase"])[0])
+        radians = phase_to_radians(radians, phase.source_name("--phase"))
     signal = np.abs(magnitude.array).astype(np.float32) * np.exp(1j * np.asarray(radians, np.float32))
     return magnitude.replace(array=signal.astype(np.complex64), image_kind="complex",
                              field_strength_t=magnitude.field_strength_t or phase.field_strength_t,
@@ -192,7 +192,7 @@ def _complex_input(method, magnitude, phase, complex_series) -> EchoSeries:
 def _check_echoes(method: str, series: EchoSeries) -> None:
     n = series.n_echoes
     need = {"dixon2": (2, 2), "dixon3": (3, 3), "multiecho": (3, 64)}[method]
-    source = (series.metadata.get("source_files") or ["--magnitude"])[0]
+    source = series.source_name("--magnitude")
     if not need[0] <= n <= need[1]:
         wanted = f"{need[0]}" if need[0] == need[1] else f"at least {need[0]}"
         raise InputError(source, f"method {method} needs {wanted} echoes, the series has {n}")
@@ -223,7 +223,7 @@ def _field_strength(series: EchoSeries, field_t) -> float:
 def _vendor(ff_map: Volume | None, water, fat, ff_scale) -> FatFractionMaps:
     if ff_map is None:
         raise InputError("--ff-map", "method vendor needs the scanner's fat-fraction map")
-    source = (ff_map.metadata.get("source_files") or ["--ff-map"])[0]
+    source = ff_map.source_name("--ff-map")
     percent, scaling = vendor_ff_percent(ff_map.array, ff_scale, ff_map.metadata.get("vendor"), source)
     meta = {"method": "vendor", "ff_scaling": scaling}
     if water is not None and fat is not None:

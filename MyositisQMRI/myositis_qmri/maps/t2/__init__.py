@@ -106,7 +106,7 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
     water T2 where the expansion holds (see `fitting.MAX_BIAS_CORRECTION_CRLB`), so that means
     over a muscle are unbiased; the mono model stays the plain reference fit.
     """
-    source = source or (series.metadata.get("source_files") or [None])[0]
+    source = source or series.source_name()
     if model not in ("epg", "mono"):
         raise InputError("--model", f"model must be 'epg' or 'mono', got {model!r}")
     if series.image_kind not in ("magnitude", None):
@@ -198,7 +198,7 @@ def _fit_mask(array, mask: Volume | None, geometry, noise_power: float) -> np.nd
 
 def mask_on_grid(mask: Volume, geometry) -> np.ndarray:
     """The mask on the series grid: as is when grids match, else resampled by physical position."""
-    source = (mask.metadata.get("source_files") or ["--mask"])[0]
+    source = mask.source_name("--mask")
     if mask.geometry.same_grid(geometry):
         return np.asarray(mask.array) > 0
     resampled = resample_to(mask.with_array((np.asarray(mask.array) > 0).astype(np.uint8)), geometry,
