@@ -39,3 +39,20 @@ def calf_roi_folder(tmp_path) -> Path:
     np.savez(folder / "t1_manual_rois.npz", **masks)
     np.savez(folder / "t1_example.npz", image=np.zeros(size), resolution=np.array([1.0, 1.0]))
     return folder
+
+
+@pytest.fixture
+def pelvis_like_image(tmp_path):
+    """A 4-slice image file that holds no thigh: one wide body, two round 'hips' and a dark
+    'bladder', 2 mm pixels."""
+    from myositis_qmri.volume import Volume
+    yy, xx = np.mgrid[0:120, 0:200]
+    body = ((yy - 60) / 50) ** 2 + ((xx - 100) / 90) ** 2 <= 1
+    image = np.where(body, 300.0, 5.0)
+    for cx in (55, 145):
+        image[np.hypot(yy - 60, xx - cx) <= 14] = 900.0
+    image[np.hypot(yy - 55, xx - 100) <= 12] = 60.0
+    array = np.stack([image * (1 + 0.05 * z) for z in range(4)]).astype(np.float32)
+    volume = Volume(array, (2.0, 2.0, 5.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    from myositis_qmri.io import write_volume
+    return write_volume(volume, tmp_path / "pelvis.nii.gz")

@@ -49,12 +49,26 @@ def test_finetune_replays_calf_negatives_when_the_model_learnt_them(tmp_path, ca
     to 0.24; replaying them kept it at 0.12 (benchmarks/README.md)."""
     from myositis_qmri.commands.finetune import _negatives
     header = read_header(default_model_path())
-    assert _negatives(None, {**header, "provenance": {}}) is None      # a model without negatives
+    assert _negatives(None, {**header, "provenance": {}}) == []      # a model without negatives
     negatives = _negatives(calf_roi_folder, header)
-    assert len(negatives.labels) == 2
+    assert len(negatives) == 1 and len(negatives[0][0]) == 2
     spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
     exam = make_exam(11, "small")
     out = tmp_path / "tuned.safetensors"
     finetune(None, exam.t1w, exam.muscle_labels, out, steps=1, batch_size=4, seed=0,
              replay=phantom_replay(seeds=(101,), spacing_mm=spacing, size=size), negatives=negatives)
     assert read_header(out)["provenance"]["negative_replay"]["calf_roi_files"] == ["t1_manual_rois.npz"]
+
+
+def test_finetune_replays_negative_images_given_to_it(tmp_path, pelvis_like_image):
+    from myositis_qmri.commands.finetune import _negatives
+    header = read_header(default_model_path())
+    negatives = _negatives(None, {**header, "provenance": {}}, [f"{pelvis_like_image}:0-1"])
+    assert len(negatives) == 1 and negatives[0][0].names == ["pelvis.nii.gz:0-1"]
+    spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
+    exam = make_exam(11, "small")
+    out = tmp_path / "tuned.safetensors"
+    finetune(None, exam.t1w, exam.muscle_labels, out, steps=1, batch_size=4, seed=0,
+             replay=phantom_replay(seeds=(101,), spacing_mm=spacing, size=size), negatives=negatives)
+    replay = read_header(out)["provenance"]["negative_replay"]
+    assert replay["negative_images"] == {"slices": ["pelvis.nii.gz:0-1"], "fraction_of_replay": 0.1}

@@ -144,22 +144,6 @@ def test_train_command_learns_calf_outlines_as_negative_anatomy(tmp_path, calf_r
     assert negative["calf_roi_files"] == ["t1_manual_rois.npz"] and negative["fraction"] == 0.5
 
 
-@pytest.fixture
-def pelvis_like_image(tmp_path):
-    """A 4-slice image file that holds no thigh: one wide body, two round 'hips' and a dark
-    'bladder', 2 mm pixels."""
-    from myositis_qmri.volume import Volume
-    yy, xx = np.mgrid[0:120, 0:200]
-    body = ((yy - 60) / 50) ** 2 + ((xx - 100) / 90) ** 2 <= 1
-    image = np.where(body, 300.0, 5.0)
-    for cx in (55, 145):
-        image[np.hypot(yy - 60, xx - cx) <= 14] = 900.0
-    image[np.hypot(yy - 55, xx - 100) <= 12] = 60.0
-    array = np.stack([image * (1 + 0.05 * z) for z in range(4)]).astype(np.float32)
-    volume = Volume(array, (2.0, 2.0, 5.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
-    return write_volume(volume, tmp_path / "pelvis.nii.gz")
-
-
 def test_negative_image_specs_name_slices_or_are_refused():
     from myositis_qmri.errors import InputError
     assert synth.parse_negative_image("a/b.nii.gz") == (Path("a/b.nii.gz"), None, None)

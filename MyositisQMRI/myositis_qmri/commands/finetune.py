@@ -20,6 +20,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calf-rois", type=Path, default=None, metavar="DIR",
                         help="calf outlines replayed as negative anatomy (default: the shared data's, when "
                              "the model was trained with them)")
+    parser.add_argument("--negative-image", action="append", default=[], metavar="PATH[:FIRST-LAST]",
+                        help="real slices without thigh muscle (hip, pelvis) replayed as negative anatomy, as "
+                             "given to train (repeatable)")
 
 
 def _replay(folder: Path | None, out: Path, header: dict):
@@ -35,14 +38,26 @@ def _replay(folder: Path | None, out: Path, header: dict):
     return phantom_replay(spacing_mm=spacing, size=size)
 
 
-def _negatives(folder: Path | None, header: dict):
-    """Calf crops to replay, when the model learnt from them (or --calf-rois asks); else None."""
+CALF_REPLAY_FRACTION = 0.2    # of the replayed slices
+IMAGE_REPLAY_FRACTION = 0.1
+
+
+def _negatives(folder: Path | None, header: dict, negative_images=()) -> list:
+    """(slices, fraction of replay) pairs of negative anatomy to replay: calf crops when the model
+    learnt from them (or --calf-rois asks), and the --negative-image slices."""
     from ..progress import step
     from ..segmentation.finetune import negative_anatomy
-    from ..segmentation.synth import calf_roi_files, prepare_calf_slices
+    from ..segmentation.synth import calf_roi_files, prepare_calf_slices, prepare_negative_image_slices
     from ..segmentation.train import DEFAULT_CALF_ROIS
+    spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
+    pairs = []
+    if negative_images:
+        pairs.append((prepare_negative_image_slices(list(negative_images), spacing, size), IMAGE_REPLAY_FRACTION))
+    elif negative_anatomy(header, "negative_images"):
+        step("the model learnt real hip slices as negative anatomy; without --negative-image it may forget "
+             "that a pelvis is no thigh")
     if folder is None and negative_anatomy(header) is None:
-        return None
+        return pairs
     try:
         files = calf_roi_files(folder or DEFAULT_CALF_ROIS)
     except InputError:
@@ -50,8 +65,8 @@ def _negatives(folder: Path | None, header: dict):
             raise
         step(f"no calf outlines in {DEFAULT_CALF_ROIS}: fine-tuning without them, so the model may "
              "forget that a calf is no thigh (pass --calf-rois)")
-        return None
-    return prepare_calf_slices(files, float(header["spacing_mm"][0]), int(header["crop_px"]))
+        return pairs
+    return [(prepare_calf_slices(files, spacing, size), CALF_REPLAY_FRACTION)] + pairs
 
 
 def main(args) -> int:
@@ -71,6 +86,6 @@ def main(args) -> int:
     replay = _replay(args.label_maps, args.out, header)
     result = finetune(args.model, load_volume(args.image), read_volume(args.labels), args.out,
                       slices=slices, steps=args.steps, replay=replay,
-                      negatives=_negatives(args.calf_rois, header))
+                      negatives=_negatives(args.calf_rois, header, args.negative_image))
     print(json.dumps(result, indent=1))
     return 0

@@ -59,12 +59,12 @@ def _mean_dice(network, images, targets) -> float:
 
 def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=None, steps: int = 40,
              learning_rate: float = 2e-4, batch_size: int = 8, replay: synth.LegSlices | None = None,
-             replay_fraction: float = 0.5, validation=None, seed: int = 0,
-             negatives: synth.LegSlices | None = None, negative_fraction: float = 0.2) -> dict:
+             replay_fraction: float = 0.5, validation=None, seed: int = 0, negatives=()) -> dict:
     """Fine-tune on the corrected `slices` (input z indices; None: every labelled slice).
 
-    `negatives` (calf crops, see synth.prepare_calf_slices) make up `negative_fraction` of the
-    replayed slices, so that a model trained with them does not forget that a calf is no thigh.
+    `negatives`: (slices, fraction of the replayed slices) pairs of negative anatomy (calf crops,
+    synth.prepare_calf_slices; hip slices, synth.prepare_negative_image_slices), so that a model
+    trained with them does not forget that a calf or a pelvis is no thigh.
     """
     import torch
     from monai.losses import DiceCELoss
@@ -101,8 +101,7 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
             batch_images = case_images[pick] * rng.uniform(0.9, 1.1, (len(pick), 1, 1, 1)).astype(np.float32)
             batch_targets = case_targets[pick]
             if n_replay:
-                replay_images, replay_targets = make_batch(
-                    rng, replay, n_replay, size, spacing, [(negatives, negative_fraction)] if negatives else ())
+                replay_images, replay_targets = make_batch(rng, replay, n_replay, size, spacing, negatives)
                 batch_images = np.concatenate([batch_images, replay_images])
                 batch_targets = np.concatenate([batch_targets, replay_targets])
             loss = loss_fn(network(torch.from_numpy(batch_images.astype(np.float32))),
@@ -123,20 +122,30 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
                                 "corrected_image": str(image.source_name("(in memory)")),
                                 "corrected_slices": sorted({int(s) for s in slice_index[chosen]}),
                                 "steps": steps, "replay_fraction": replay_fraction if n_replay else 0.0,
-                                "negative_replay": None if negatives is None or not n_replay else {
-                                    "calf_roi_files": negatives.names, "fraction_of_replay": negative_fraction},
+                                "negative_replay": _negative_replay(negatives) if n_replay and negatives else None,
                                 "command": "myositis-qmri finetune"}
     new_header["metrics"] = {**header.get("metrics", {}), "finetune": {"before": before, "after": after}}
     save_model(network, new_header, out)
     return {"before": before, "after": after, "model": str(out), "model_version": new_header["model_version"]}
 
 
-def negative_anatomy(header: dict) -> dict | None:
-    """What negative anatomy a model was trained with, looking back through earlier fine-tunes."""
+def _negative_replay(negatives) -> dict:
+    replay = {}
+    for source, fraction in negatives:
+        if isinstance(source, synth.NegativeImageSlices):
+            replay["negative_images"] = {"slices": source.names, "fraction_of_replay": fraction}
+        else:
+            replay.update({"calf_roi_files": source.names, "fraction_of_replay": fraction})
+    return replay
+
+
+def negative_anatomy(header: dict, kind: str = "negative_anatomy") -> dict | None:
+    """What negative anatomy a model was trained with (kind "negative_anatomy": calf outlines,
+    "negative_images": real slices), looking back through earlier fine-tunes."""
     provenance = header.get("provenance") or {}
     while provenance:
-        if provenance.get("negative_anatomy"):
-            return provenance["negative_anatomy"]
+        if provenance.get(kind):
+            return provenance[kind]
         provenance = provenance.get("source_provenance") or {}
     return None
 
