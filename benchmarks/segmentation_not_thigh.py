@@ -8,8 +8,12 @@ same share on the real thigh Dixon, where it should stay high.
 - dafne calf slices (T1w, PD): their outlines are the negative anatomy of `train --calf-rois`,
   so for a model trained with them these are training images, reported for completeness.
 --musclemap DIR adds the real test images of SWastling/musclemap (DIR = its tests/test_data; not
-in ../shared/data): a GE thigh Dixon, a thigh MT series, a thigh-to-pelvis B1-mapping spin echo,
-two calf series and a 3-D calf Dixon, a foot and a hand.
+in ../shared/data): a GE thigh Dixon, a thigh MT series, two thigh-to-pelvis B1-mapping spin
+echoes (one subject, flip angles 60 and 120 degrees), two calf series and a 3-D calf Dixon, a
+foot and a hand. For the B1-mapping series it also prints the labelled area per slice over the
+thigh, the joined legs and the hip and pelvis. A model trained with `--negative-image` on the
+60-degree series' pelvis slices has seen those slices; the 120-degree series is the same
+subject in another contrast, so it checks contrast, not anatomy.
 "warning share" is the segmenter's own measure (model grid; `segment` warns below 0.20); the
 per-slice shares use a body mask on the input grid, which fails on images that fill the field
 of view (shares above 1).
@@ -27,7 +31,8 @@ import numpy as np
 
 from myositis_qmri.io import read_volume
 from myositis_qmri.io.dicom import read_dicom
-from myositis_qmri.segmentation.infer import body_mask, segment_muscles
+from myositis_qmri.segmentation.canonical import body_mask
+from myositis_qmri.segmentation.infer import segment_muscles
 from myositis_qmri.segmentation.model import default_model_path, read_header, record_metrics
 from myositis_qmri.volume import Volume
 
@@ -39,12 +44,20 @@ MUSCLEMAP_IMAGES = {   # path under musclemap's tests/test_data -> what it shows
     "ff/ge/thigh/input/40008-ORIG_DIXON_TE_575_TH-0000.nii.gz": "thigh",
     "mtr/input/mt_off.nii.gz": "thigh",
     "b1/input/se_fa120.nii.gz": "thigh (slices 0-20) and pelvis (21-39)",
+    "b1/input/se_fa060.nii.gz": "thigh (slices 0-20) and pelvis (21-39)",
     "t2/input/t2_te16ms.nii.gz": "calf",
     "t2/input/0007-Dixon_TE_345_cf.nii.gz": "calf",
     "ff/siemens/calf3D/input/0026-dix3d_TR23_448m_fa05_345.nii.gz": "calf",
     "ff/siemens/foot/input/0024-dix3d_TR23_fa05_345.nii.gz": "foot",
     "ff/siemens/hand_reg/input/0006-Dixon_TE_345_hand.nii.gz": "hand",
 }
+
+
+# The B1-mapping spin echoes (one subject, two flip angles) run from mid-thigh (slice 0) up into
+# the pelvis. Their body outline is open at the hip (the body is wider than the field of view),
+# so their regions are reported as labelled area per slice rather than as a share of the body.
+REGIONS = {"thigh 0-20": (0, 20), "joined legs 21-27": (21, 27), "hip and pelvis 28-39": (28, 39)}
+REGION_IMAGES = ("se_fa120.nii.gz", "se_fa060.nii.gz")
 
 
 def musclemap_images(folder: Path) -> dict:
@@ -67,27 +80,36 @@ def images() -> dict:
     return out
 
 
-def labelled_fraction(image: Volume, model, tta: bool) -> tuple[float, np.ndarray]:
-    """(the segmenter's own thigh-muscle share, per slice: thigh-labelled voxels over body voxels)."""
+def labelled_fraction(image: Volume, model, tta: bool) -> tuple[float, np.ndarray, np.ndarray]:
+    """(the segmenter's own thigh-muscle share, per slice: thigh-labelled voxels over body voxels,
+    per slice: thigh-labelled area in cm2)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         labels = segment_muscles(image, model, test_time_augmentation=tta)
     body = body_mask(image.array)
-    per_slice = (labels.array > 0).sum(axis=(1, 2)) / np.maximum(body.sum(axis=(1, 2)), 1)
-    return labels.metadata["thigh_muscle_fraction"], per_slice
+    labelled = (labels.array > 0).sum(axis=(1, 2))
+    per_slice = labelled / np.maximum(body.sum(axis=(1, 2)), 1)
+    area_cm2 = labelled * image.spacing_mm[0] * image.spacing_mm[1] / 100
+    return labels.metadata["thigh_muscle_fraction"], per_slice, area_cm2
 
 
 def run(cases: dict, model, tta: bool) -> dict:
-    trained_on = (read_header(model or default_model_path()).get("provenance") or {}).get(
-        "negative_anatomy") or {}
-    print(f"model {model or 'shipped'} (calf negatives in training: {trained_on.get('calf_roi_files', 'none')})")
+    provenance = read_header(model or default_model_path()).get("provenance") or {}
+    calves = (provenance.get("negative_anatomy") or {}).get("calf_roi_files", "none")
+    hips = (provenance.get("negative_images") or {}).get("slices", "none")
+    print(f"model {model or 'shipped'} (negatives in training: calves {calves}, images {hips})")
     summary = {}
     for name, (image, kind) in cases.items():
-        share, fraction = labelled_fraction(image, model, tta)
+        share, fraction, area_cm2 = labelled_fraction(image, model, tta)
         summary[name] = {"kind": kind, "warning_share": share, "mean": round(float(fraction.mean()), 3),
                          "per_slice": [round(float(f), 3) for f in fraction]}
         print(f"  {name:32s} {kind[:12]:12s} warning share {share:.2f}{' (warns)' if share < 0.2 else '        '}"
               f"  per slice " + " ".join(f"{f:.2f}" for f in fraction))
+        if any(name.endswith(image_name[:22]) for image_name in REGION_IMAGES):
+            regions = {region: round(float(area_cm2[a:b + 1].mean()), 1) for region, (a, b) in REGIONS.items()}
+            summary[name]["labelled_cm2_per_slice"] = regions
+            print("  " + " " * 45 + "labelled cm2 per slice: " +
+                  ", ".join(f"{region} {value}" for region, value in regions.items()))
     summary["test_time_augmentation"] = tta
     summary["benchmark"] = "benchmarks/segmentation_not_thigh.py"
     return summary
