@@ -1,4 +1,5 @@
 """Training: synthetic images from label maps, a short run that checkpoints and resumes."""
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,4 @@ def test_train_command_learns_negative_images(tmp_path, pelvis_like_image, capsy
     assert main(common + ["--negative-image", f"{pelvis_like_image}:0-3", "--negative-image-fraction", "0.5"]) == 0
     negative = read_header(out)["provenance"]["negative_images"]
     assert negative["slices"] == ["pelvis.nii.gz:0-3"] and negative["fraction"] == 0.5
+    assert negative["sha256"] == {"pelvis.nii.gz": hashlib.sha256(pelvis_like_image.read_bytes()).hexdigest()}

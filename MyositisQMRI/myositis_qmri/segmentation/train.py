@@ -168,6 +168,12 @@ def _load_checkpoint(path: Path, network, optimizer) -> dict:
     return state
 
 
+def _file_hashes(negative_images) -> dict:
+    """sha256 of each negative image file, by name: which scan the model learnt from."""
+    paths = [synth.parse_negative_image(spec)[0] for spec in negative_images]
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+
+
 def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.stem + ".checkpoint.safetensors")
 
@@ -247,7 +253,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                             "crops": int(len(calves))},
                         "negative_images": None if hips is None else {
                             "slices": hips.names, "fraction": config.negative_image_fraction,
-                            "crops": int(len(hips)),
+                            "crops": int(len(hips)), "sha256": _file_hashes(config.negative_images),
                             "synthesis": "intensity classes redrawn at random (synth.synthesize_negative_image)"},
                         "command": "myositis-qmri train",
                     }
