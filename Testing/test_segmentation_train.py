@@ -171,7 +171,7 @@ def test_negative_image_slices_are_drawn_with_background_targets(pelvis_like_ima
 
 def test_negative_image_outside_its_slices_is_refused(pelvis_like_image):
     from myositis_qmri.errors import InputError
-    with pytest.raises(InputError, match="pelvis.nii.gz.*slices 2-9"):
+    with pytest.raises(InputError, match="pelvis.nii.gz.*slice range 2-9 is outside"):
         synth.prepare_negative_image_slices([f"{pelvis_like_image}:2-9"], 2.3, 96)
 
 

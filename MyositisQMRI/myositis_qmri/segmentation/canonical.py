@@ -146,6 +146,17 @@ def source_name(image) -> str:
     return image.source_name("image") if hasattr(image, "source_name") else "image"
 
 
+def slices_of(image: Volume, first: int, last: int) -> Volume:
+    """Slices first..last (input z indices, inclusive) as a volume of their own, in place in space."""
+    nz = image.array.shape[0]
+    if not 0 <= first <= last < nz:
+        raise InputError(source_name(image), f"slice range {first}-{last} is outside the image's "
+                                             f"slices 0-{nz - 1}")
+    origin = image.geometry.index_to_physical(np.array([0.0, 0.0, float(first)]))
+    return Volume(image.array[first:last + 1], image.spacing_mm, tuple(origin), image.direction,
+                  dict(image.metadata))
+
+
 def body_mask(array_zyx: np.ndarray) -> np.ndarray:
     """Tissue versus air: Otsu threshold of the smoothed image, small specks removed, holes filled."""
     smooth = ndimage.gaussian_filter(array_zyx.astype(np.float32), (0, 1.5, 1.5))

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..geometry import resample_to
 from ..progress import step
 from ..volume import Volume
-from .canonical import leg_crops, source_name as _source_name, uncrop_leg
+from .canonical import leg_crops, slices_of, source_name as _source_name, uncrop_leg
 from .labels import LEFT_OFFSET, N_MUSCLES
 from .model import default_model_path, load_model, model_identity
 from .synth import normalize_slice
@@ -144,17 +144,6 @@ def _warn_if_little_thigh(fraction: float, source: str) -> None:
                       f"replacement), check the masks", stacklevel=3)
 
 
-def _slices_of(image: Volume, first: int, last: int) -> Volume:
-    """Slices first..last (input z indices, inclusive) as a volume of their own, in place in space."""
-    nz = image.array.shape[0]
-    if not 0 <= first <= last < nz:
-        raise InputError(_source_name(image), f"slice range {first}-{last} is outside the image's "
-                                              f"slices 0-{nz - 1}")
-    origin = image.geometry.index_to_physical(np.array([0.0, 0.0, float(first)]))
-    return Volume(image.array[first:last + 1], image.spacing_mm, tuple(origin), image.direction,
-                  dict(image.metadata))
-
-
 def segment_muscles(image: Volume, model_path=None, device: str | None = None,
                     test_time_augmentation: bool = True, slice_range: tuple[int, int] | None = None) -> Volume:
     """Label map (int16, right 1-11, left 12-22) of the thigh muscles on the input grid.
@@ -165,7 +154,7 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None,
     """
     if slice_range is not None:
         first, last = (int(v) for v in slice_range)
-        part = segment_muscles(_slices_of(image, first, last), model_path, device, test_time_augmentation)
+        part = segment_muscles(slices_of(image, first, last), model_path, device, test_time_augmentation)
         labels = np.zeros(image.array.shape, np.int16)
         labels[first:last + 1] = part.array
         return image.with_array(labels, **{**part.metadata, "slice_range": [first, last]})

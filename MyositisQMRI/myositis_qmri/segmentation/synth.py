@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..io import read_volume
 from ..volume import Volume
 from ..progress import track
-from .canonical import LegWindow, crop_leg, leg_crops, leg_windows, model_grid_image
+from .canonical import LegWindow, crop_leg, leg_crops, leg_windows, model_grid_image, slices_of
 from .labels import N_MUSCLES
 
 import SimpleITK as sitk
@@ -190,8 +190,9 @@ def prepare_calf_slices(paths: list, spacing_mm: float, size: int) -> LegSlices:
 
 # Negative anatomy from real images without outlines: slices of the hip and pelvis above the
 # thigh, where a reference segmentation has no thigh muscle, so every pixel's target is
-# background. The slice's intensities are sorted into a few classes (1-D k-means) and each class is redrawn with a random intensity, as the label maps' tissues are, so
-# that the network learns the anatomy, not the one scan's contrast.
+# background. The slice's intensities are sorted into a few classes (1-D k-means) and each class
+# is redrawn with a random intensity, as the label maps' tissues are, so that the network learns
+# the anatomy, not the one scan's contrast.
 N_INTENSITY_CLASSES = 6
 REAL_CONTRAST_SHARE = 0.3   # share of draws that keep the scan's own intensities
 
@@ -244,12 +245,10 @@ def prepare_negative_image_slices(specs: list, spacing_mm: float, size: int) -> 
     for spec in specs:
         path, first, last = parse_negative_image(spec)
         volume = read_volume(path)
-        nz = volume.array.shape[0] if volume.array.ndim == 3 else 0
-        first, last = (0, nz - 1) if first is None else (first, last)
-        if volume.array.ndim != 3 or not 0 <= first <= last < nz:
-            raise InputError(path, f"slices {first}-{last} are not slices of this 3-D image ({nz} slices)")
-        origin = volume.geometry.index_to_physical(np.array([0.0, 0.0, float(first)]))
-        part = Volume(volume.array[first:last + 1], volume.spacing_mm, tuple(origin), volume.direction, {})
+        if volume.array.ndim != 3:
+            raise InputError(path, "a negative image must be one 3-D image")
+        first, last = (0, volume.array.shape[0] - 1) if first is None else (first, last)
+        part = slices_of(volume, first, last)
         _, grid, body, windows, crops = leg_crops(part, spacing_mm, size + 2 * PREP_MARGIN)
         for window, crop in zip(windows, crops):
             whole = LegWindow(window.side, (0, grid.shape[2]), window.centre_yx)
