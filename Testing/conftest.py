@@ -23,6 +23,16 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def musclemap_data() -> Path:
+    """SWastling/musclemap's tests/test_data (real scans, MIT; not in ../shared/data), named by
+    MYOSITIS_QMRI_MUSCLEMAP_DATA; tests using it skip without it."""
+    path = Path(os.environ.get("MYOSITIS_QMRI_MUSCLEMAP_DATA", "/nonexistent"))
+    if not (path / "b1" / "input" / "se_fa120.nii.gz").is_file():
+        pytest.skip("musclemap test data not given (set MYOSITIS_QMRI_MUSCLEMAP_DATA to its tests/test_data)")
+    return path
+
+
 @pytest.fixture
 def calf_roi_folder(tmp_path) -> Path:
     """A dafne-style calf outline pair (t1_manual_rois.npz, t1_example.npz): two legs, each with a

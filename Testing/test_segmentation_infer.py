@@ -251,6 +251,20 @@ def test_real_calf_is_not_given_thigh_muscles(shared_data):
     assert (labels > 0).sum() / body_mask(thigh.array).sum() > 0.4
 
 
+def test_real_pelvis_slices_get_no_thigh_labels(musclemap_data):
+    """musclemap's B1-mapping spin echo (FA 120) runs from the thigh (slices 0-20) into the hip
+    and pelvis (28-39). The model before g labelled 83 cm2 per pelvis slice (gluteal muscles as
+    vastus lateralis); g learnt pelvis slices 32-39 of the same subject's FA 60 series."""
+    from myositis_qmri.io import read_volume
+    image = read_volume(musclemap_data / "b1" / "input" / "se_fa120.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        labels = segment_muscles(image, test_time_augmentation=False).array
+    area_cm2 = (labels > 0).sum(axis=(1, 2)) * image.spacing_mm[0] * image.spacing_mm[1] / 100
+    assert area_cm2[28:].mean() < 5
+    assert area_cm2[:21].mean() > 70
+
+
 def test_a_thigh_is_not_warned_about(exam):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
