@@ -825,4 +825,14 @@ class MyositisQMRITest(ScriptedLoadableModuleTest):
         self.assertTrue(after[key].fat.reviewed, "recompute overwrote the reviewer's grade")
         self.assertAlmostEqual(after[("vastus_lateralis", "left")].volume_ml,
                                before[("vastus_lateralis", "left")].volume_ml, places=3)
+
+        self.delayDisplay("Segmenting slices 2 to 5 only")
+        p.segmentFirstSlice, p.segmentLastSlice = 2, 5
+        logic.segment(p)
+        logic.waitForJob()
+        value = labels.LABEL_BY_KEY["vastus_lateralis_R"].value
+        segmentId = slicer_bridge.segment_id_for_label(p.segmentation, value)
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(p.segmentation, segmentId, p.structuralVolume)
+        self.assertTrue(mask[2:6].any(), "no muscle inside the slice range")
+        self.assertFalse(mask[:2].any() or mask[6:].any(), "muscle outside the slice range")
         self.delayDisplay("Test passed")
