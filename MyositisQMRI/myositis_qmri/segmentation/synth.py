@@ -269,15 +269,15 @@ def prepare_negative_image_slices(specs: list, spacing_mm: float, size: int) -> 
 def synthesize_negative_image(rng, classes: np.ndarray, image: np.ndarray, out_size: int):
     """One random image from a real negative crop (its classes redrawn, or its own contrast); target 0."""
     coords = _warp_coordinates(rng, classes.shape[0], out_size)
+    detail = ndimage.map_coordinates(image, coords, order=1, mode="nearest")
     if rng.random() < REAL_CONTRAST_SHARE:
-        out = ndimage.map_coordinates(image, coords, order=1, mode="nearest")
+        out = detail
     else:
         warped = ndimage.map_coordinates(classes, coords, order=0, mode="constant", cval=0)
         means = np.sort(rng.uniform(0, 1, N_INTENSITY_CLASSES + 1)) if rng.random() < 0.5 else \
             rng.uniform(0, 1, N_INTENSITY_CLASSES + 1)
         means[0] = rng.uniform(0, 0.15) if rng.random() < 0.9 else rng.uniform(0, 1)
         # The scan's own texture within each class, at a random strength.
-        detail = ndimage.map_coordinates(image, coords, order=1, mode="nearest")
         counts = np.bincount(warped.ravel(), minlength=N_INTENSITY_CLASSES + 1)
         class_mean = np.bincount(warped.ravel(), detail.ravel(), N_INTENSITY_CLASSES + 1) / np.maximum(counts, 1)
         residual = detail - class_mean[warped]
