@@ -193,6 +193,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
               if config.calf_rois else None)
     hips = (synth.prepare_negative_image_slices(list(config.negative_images), config.spacing_mm, config.crop_px)
             if config.negative_images else None)
+    hip_hashes = _file_hashes(config.negative_images) if hips is not None else None
     negatives = [(source, fraction) for source, fraction in
                  ((calves, config.negative_fraction), (hips, config.negative_image_fraction)) if source is not None]
     val_images, val_targets = make_batch(np.random.default_rng(12345), val_slices,
@@ -253,7 +254,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                             "crops": int(len(calves))},
                         "negative_images": None if hips is None else {
                             "slices": hips.names, "fraction": config.negative_image_fraction,
-                            "crops": int(len(hips)), "sha256": _file_hashes(config.negative_images),
+                            "crops": int(len(hips)), "sha256": hip_hashes,
                             "synthesis": "intensity classes redrawn at random (synth.synthesize_negative_image)"},
                         "command": "myositis-qmri train",
                     }
