@@ -30,6 +30,21 @@ def test_round_trip(tmp_path):
     torch.testing.assert_close(loaded(x), network(x))
 
 
+def test_weights_and_identity_come_from_bytes_read_once(tmp_path):
+    import hashlib
+    header = _tiny_header()
+    network = M.build_network(header["architecture"])
+    path = M.save_model(network, header, tmp_path / "m.safetensors")
+    content = M.read_model_bytes(path)
+    loaded, _ = M.load_model(path, file_bytes=content)
+    for key, value in network.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    assert M.model_identity(path, content) == M.model_identity(path) == \
+        {"file": "m.safetensors", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    with pytest.raises(ModelFileError, match="not found"):
+        M.read_model_bytes(tmp_path / "missing.safetensors")
+
+
 def test_recorded_metrics_join_the_header_and_leave_the_weights(tmp_path):
     header = _tiny_header()
     network = M.build_network(header["architecture"])

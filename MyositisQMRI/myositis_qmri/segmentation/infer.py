@@ -11,6 +11,7 @@ grid (values from labels.py).
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -21,7 +22,7 @@ from ..progress import step
 from ..volume import Volume
 from .canonical import leg_crops, slices_of, source_name as _source_name, uncrop_leg
 from .labels import LEFT_OFFSET, N_MUSCLES
-from .model import default_model_path, load_model, model_identity
+from .model import default_model_path, load_model, model_identity, read_model_bytes
 from .synth import normalize_slice
 
 MIN_FIELD_OF_VIEW_MM = 80.0
@@ -161,8 +162,9 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None,
     import torch
     _check_input(image)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    model_path = model_path if model_path is not None else default_model_path()
-    network, header = load_model(model_path, device=device)
+    model_path = Path(model_path) if model_path is not None else default_model_path()
+    model_bytes = read_model_bytes(model_path)
+    network, header = load_model(model_path, device=device, file_bytes=model_bytes)
     spacing = float(header["spacing_mm"][0])
     size = int(header["crop_px"])
     grid_image, grid, body, windows, crops = leg_crops(image, spacing, size)
@@ -196,6 +198,6 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None,
     return image.with_array(labels, image_kind="labels", source="myositis-qmri segment", resolution_mm=spacing,
                             model=header.get("provenance", {}).get("command", ""),
                             model_version=header.get("model_version"),
-                            **{f"model_{key}": value for key, value in model_identity(model_path).items()},
+                            **{f"model_{key}": value for key, value in model_identity(model_path, model_bytes).items()},
                             test_time_augmentation=bool(test_time_augmentation),
                             thigh_muscle_fraction=round(muscle_fraction, 3))

@@ -126,13 +126,23 @@ def read_header(path: str | Path) -> dict:
     return header
 
 
-def load_model(path: str | Path | None = None, device: str | None = None):
-    """(network in eval mode, header) from a model file; None loads the shipped default."""
-    from safetensors.torch import load_file
+def read_model_bytes(path: str | Path) -> bytes:
+    """A model file's content, once its header is checked (a missing or foreign file is refused)."""
+    read_header(path)
+    return Path(path).read_bytes()
+
+
+def load_model(path: str | Path | None = None, device: str | None = None, file_bytes: bytes | None = None):
+    """(network in eval mode, header) from a model file; None loads the shipped default.
+
+    file_bytes, the file's content already read, loads the weights from it rather than reading the
+    file again, so that a caller hashing the same bytes names exactly the weights it ran.
+    """
+    from safetensors.torch import load, load_file
     path = Path(path) if path is not None else default_model_path()
     header = read_header(path)
     network = build_network(header["architecture"])
-    tensors = load_file(str(path), device="cpu")
+    tensors = load(file_bytes) if file_bytes is not None else load_file(str(path), device="cpu")
     expected = network.state_dict()
     if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
         raise ModelFileError(path, "weights do not match the network the header describes")
@@ -143,9 +153,13 @@ def load_model(path: str | Path | None = None, device: str | None = None):
     return network, header
 
 
-def model_identity(path: str | Path) -> dict:
-    """The model file's name and sha256: which model made a segmentation, or started a training run."""
-    return {"file": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+def model_identity(path: str | Path, file_bytes: bytes | None = None) -> dict:
+    """The model file's name and sha256: which model made a segmentation, or started a training run.
+
+    file_bytes, the file's content already read, is hashed instead of reading the file again.
+    """
+    content = file_bytes if file_bytes is not None else Path(path).read_bytes()
+    return {"file": Path(path).name, "sha256": hashlib.sha256(content).hexdigest()}
 
 
 def default_model_path() -> Path:
