@@ -94,6 +94,10 @@ def registerSampleData():
 #
 
 
+# Chart choice -> (report row attribute, unit).
+CHART_MEASURES = {"T2": ("t2_ms", "ms"), "FF": ("ff_percent", "%"), "Volume": ("volume_ml", "ml")}
+
+
 @parameterNodeWrapper
 class MyositisQMRIParameterNode:
     """Everything the user chose, saved with the scene.
@@ -190,6 +194,9 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
+        # As Slicer's Segment Editor module does on exit: no Paint or Scissors left active elsewhere.
+        self.segmentEditorWidget.setActiveEffect(None)
+        self.segmentEditorWidget.removeViewObservations()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -197,6 +204,10 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
+        self.segmentEditorWidget.setSegmentationNode(None)
+        self.segmentEditorWidget.removeViewObservations()
+        # Rows of the closed scene's study and report must not reach the next scene's chart.
+        self._studyRows, self._reportRows = [], []
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -215,7 +226,10 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            # connectGui returns no tag before Slicer 5.10, so disconnectGui could not undo it and
+            # stale connectors reset the combo boxes on every entry; this call returns one everywhere.
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(
+                slicer_bridge.parameter_widgets(self.ui))
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
             self._studyRows = self.logic.studyRows(self._parameterNode)
             self._reportRows = self.logic.reportRows(self._parameterNode)
@@ -254,9 +268,13 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
     def _run(self, step, *args):
-        """Run a logic step; its failure shows as a message box, never a console traceback."""
-        with slicer.util.tryWithErrorDisplay("MyositisQMRI could not finish this step.", waitCursor=False):
-            step(self._parameterNode, *args)
+        """Run a logic step; its failure shows as a message box (details in the log), and the panel
+        carries on."""
+        try:
+            with slicer.util.tryWithErrorDisplay("MyositisQMRI could not finish this step.", waitCursor=False):
+                step(self._parameterNode, *args)
+        except Exception:   # tryWithErrorDisplay shows the error, then raises it again
+            logging.debug("MyositisQMRI step failed", exc_info=True)
 
     # --- 1 Study ---
 
@@ -396,7 +414,9 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._reportRows:
             return
         measure = self.ui.chartMeasureComboBox.currentText
-        attribute, unit = {"T2": ("t2_ms", "ms"), "FF": ("ff_percent", "%"), "Volume": ("volume_ml", "ml")}[measure]
+        if measure not in CHART_MEASURES:   # "" while the parameter connector refills the combo box
+            return
+        attribute, unit = CHART_MEASURES[measure]
         names, right, left = report_table.chart_columns(self._reportRows, attribute)
         slicer_bridge.update_bar_chart(names, right, left, measure, unit)
 
@@ -546,7 +566,14 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         from DICOMLib import DICOMUtils
 
         if not slicer.dicomDatabase or not slicer.dicomDatabase.isOpen:
-            DICOMUtils.openTemporaryDatabase()
+            original = DICOMUtils.openTemporaryDatabase()
+            # openTemporaryDatabase also makes the temporary folder the user's database setting; keep
+            # it open for this session only, so the next start finds the user's own database again.
+            settings = qt.QSettings()
+            if original:
+                settings.setValue(slicer.dicomDatabaseDirectorySettingsKey, original)
+            else:
+                settings.remove(slicer.dicomDatabaseDirectorySettingsKey)
         DICOMUtils.importDicom(folder)
         return study.with_files(rows, {r.series_uid: list(slicer.dicomDatabase.filesForSeries(r.series_uid))
                                        for r in rows if r.series_uid})

@@ -169,3 +169,10 @@ def test_dependency_check_lists_missing_pip_names():
     assert set(dependencies.missing_requirements("segment", finder)) == {"safetensors", "monai", "slicerio", "PyMaxflow"}
     assert dependencies.needs_torch("segment", finder) and not dependencies.needs_torch("t2", finder)
     assert dependencies.missing_requirements("report") == []       # this venv has everything
+
+
+def test_python_without_tomllib_needs_the_tomli_backport_for_the_report():
+    finder = lambda name: object() if name != "tomli" else None  # noqa: E731
+    assert dependencies.missing_requirements("report", finder, python=(3, 9)) == ["tomli"]   # Slicer 5.6-5.8
+    assert dependencies.missing_requirements("report", finder, python=(3, 12)) == []
+    assert dependencies.missing_requirements("t2", finder, python=(3, 9)) == []

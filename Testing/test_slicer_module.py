@@ -136,6 +136,17 @@ def test_ui_widgets_used_by_the_widget_exist():
         assert combo.get("name") in receivers, f"{combo.get('name')} never gets the MRML scene"
 
 
+def test_every_chart_choice_has_a_measure():
+    tree = ast.parse(MODULE_PY.read_text())
+    measures = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                    and getattr(node.targets[0], "id", None) == "CHART_MEASURES")
+    choice = next(node for node in ast.walk(tree) if isinstance(node, ast.AnnAssign)
+                  and getattr(node.target, "id", None) == "chartMeasure")
+    choices = ast.literal_eval(next(call.args[0] for call in ast.walk(choice.annotation)
+                                    if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Choice"))
+    assert choices == list(measures)
+
+
 def test_module_follows_slicer_template():
     tree = ast.parse(MODULE_PY.read_text())
     classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}

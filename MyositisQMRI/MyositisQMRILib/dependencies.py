@@ -7,6 +7,7 @@ so nothing heavy is imported just to find out.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from typing import Callable
 
 # import name -> pip requirement, per pipeline stage (torch is handled apart).
@@ -18,6 +19,9 @@ REQUIREMENTS = {
                 "maxflow": "PyMaxflow"},
     "report": {"highdicom": "highdicom", "matplotlib": "matplotlib"},
 }
+# Standard-library modules the core uses that older Pythons (Slicer 5.6-5.8 ship 3.9) lack:
+# import name -> (pip backport, first Python that has the module).
+BACKPORTS = {"report": {"tomli": ("tomli", (3, 11))}}   # tomllib: the report's grading rules
 TORCH_STAGES = ("segment", "finetune")
 STAGE_REQUIREMENTS = {"inspect": ("common",), "t2": ("common", "maps"), "ff": ("common", "maps"),
                       "segment": ("common", "segment"), "finetune": ("common", "segment"),
@@ -31,11 +35,13 @@ def is_installed(import_name: str, finder: Callable[[str], object] = importlib.u
         return False
 
 
-def missing_requirements(stage: str, finder: Callable[[str], object] = importlib.util.find_spec) -> list[str]:
-    """pip requirements still missing for a stage ("t2", "segment", ...), without torch."""
+def missing_requirements(stage: str, finder: Callable[[str], object] = importlib.util.find_spec,
+                         python: tuple[int, ...] = tuple(sys.version_info[:2])) -> list[str]:
+    """pip requirements still missing for a stage ("t2", "segment", ...) on this Python, without torch."""
     needed: dict[str, str] = {}
     for group in STAGE_REQUIREMENTS.get(stage, ("common",)):
         needed.update(REQUIREMENTS[group])
+        needed.update({name: pip for name, (pip, since) in BACKPORTS.get(group, {}).items() if python < since})
     return [pip for name, pip in needed.items() if not is_installed(name, finder)]
 
 

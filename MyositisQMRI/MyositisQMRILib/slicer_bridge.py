@@ -18,6 +18,8 @@ MAP_DISPLAY = {
 }
 # Fit-quality maps the core may write next to the maps, shown greyscale on request.
 QUALITY_PATTERNS = ("*residual*.nii.gz", "*quality*.nii.gz", "*r2*.nii.gz", "*rmse*.nii.gz")
+PARAMETER_NAME_PROPERTY = "SlicerParameterName"   # as slicer.parameterNodeWrapper reads it
+LABEL_TAG = "MyositisQMRI.label"   # segment tag holding the schema label value (right 1-11, left 12-22)
 SEGMENT_EDITOR_EFFECTS = ("Paint", "Erase", "Scissors", "Islands", "Smoothing", "Fill between slices")
 
 
@@ -37,7 +39,8 @@ def load_map(path: str | Path, kind: str, anatomy=None):
     display.SetUpperThreshold(1e9)
     node.SetAttribute("MyositisQMRI.unit", unit)
     show_colour_legend(node, f"{name}")
-    slicer.util.setSliceViewerLayers(background=anatomy, foreground=node, foregroundOpacity=0.6, fit=anatomy is None)
+    slicer.util.setSliceViewerLayers(background=anatomy if anatomy is not None else "keep-current",
+                                     foreground=node, foregroundOpacity=0.6, fit=anatomy is None)
     return node
 
 
@@ -73,9 +76,20 @@ def export_volume(node, folder: str | Path, name: str) -> Path:
     import slicer
 
     path = Path(folder) / f"{name}.nii.gz"
-    if not slicer.util.saveNode(node, str(path)):
+    if not _write_node(node, path):
         raise RuntimeError(f"could not write {node.GetName()} to {path}")
     return path
+
+
+def _write_node(node, path: Path) -> bool:
+    """Write a node to a file without pointing its storage node there (a later "Save scene" must
+    still save the user's data where it was), as slicer.util.exportNode does (Slicer >= 5.6)."""
+    import slicer
+
+    if hasattr(slicer.util, "exportNode"):
+        # A fresh properties dict: exportNode stores the file format in the one it is given.
+        return bool(slicer.util.exportNode(node, str(path), {}))
+    return bool(slicer.util.saveNode(node, str(path)))
 
 
 def export_echo_volumes(node, folder: str | Path, name: str) -> tuple[list[Path], list[float]]:
@@ -128,7 +142,7 @@ def load_segmentation(folder: str | Path, reference_volume=None, name: str = "Th
             continue
         segment.SetName(label.name)
         segment.SetColor(*(c / 255.0 for c in label.colour_rgb))
-        segment.SetTag("MyositisQMRI.label", str(label.value))
+        segment.SetTag(LABEL_TAG, str(label.value))
         entry = terminology_entry(label)
         if entry:
             segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
@@ -137,11 +151,20 @@ def load_segmentation(folder: str | Path, reference_volume=None, name: str = "Th
     return node
 
 
+def label_tag(segment) -> str:
+    """The schema label value a segment carries in its MyositisQMRI.label tag ('' if none).
+    vtkSegment::GetTag(tag, value&) returns a bool and fills its second argument."""
+    import vtk
+
+    value = vtk.mutable("")
+    return str(value) if segment.GetTag(LABEL_TAG, value) else ""
+
+
 def segment_id_for_label(segmentation_node, label_value: int) -> str | None:
     segmentation = segmentation_node.GetSegmentation()
     for index in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(index)
-        if segment.GetTag("MyositisQMRI.label") == str(label_value) or segment.GetLabelValue() == label_value:
+        if label_tag(segment) == str(label_value) or segment.GetLabelValue() == label_value:
             return segmentation.GetNthSegmentID(index)
     return None
 
@@ -155,12 +178,16 @@ def export_label_map(segmentation_node, reference_volume, path: str | Path) -> P
     ids, values = vtk.vtkStringArray(), []
     for index in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(index)
-        tag = segment.GetTag("MyositisQMRI.label")
+        tag = label_tag(segment)
         if tag:
             ids.InsertNextValue(segmentation.GetNthSegmentID(index))
             values.append(int(tag))
     color_table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode")
     color_table.SetTypeToUser()
+    if not hasattr(color_table, "SetColorDefined"):
+        # Before Slicer 5.10 a table whose names are not marked initialised renames every entry
+        # "R=.. G=.. B=.." on first lookup, so no segment would match its entry by name.
+        color_table.SetNamesInitialised(True)
     color_table.SetNumberOfColors(max(values, default=0) + 1)
     color_table.SetColor(0, "Background", 0, 0, 0, 0)
     for i, value in enumerate(values):
@@ -171,12 +198,19 @@ def export_label_map(segmentation_node, reference_volume, path: str | Path) -> P
         slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
             segmentation_node, ids, labelmap, reference_volume,
             slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, color_table)
-        if not slicer.util.saveNode(labelmap, str(path)):
+        if not _write_node(labelmap, Path(path)):
             raise RuntimeError(f"could not write the label map to {path}")
     finally:
         slicer.mrmlScene.RemoveNode(labelmap)
         slicer.mrmlScene.RemoveNode(color_table)
     return Path(path)
+
+
+def parameter_widgets(ui) -> dict:
+    """Parameter name -> widget for every .ui widget with a SlicerParameterName property
+    (ui as slicer.util.childWidgetVariables gives it), for connectParametersToGui."""
+    return {widget.property(PARAMETER_NAME_PROPERTY): widget for widget in vars(ui).values()
+            if hasattr(widget, "property") and widget.property(PARAMETER_NAME_PROPERTY)}
 
 
 def configure_segment_editor(editor_widget, segmentation_node, source_volume) -> None:
@@ -203,6 +237,8 @@ def jump_to_label(segmentation_node, label_value: int) -> bool:
     if segment_id is None:
         return False
     center = segmentation_node.GetSegmentCenterRAS(segment_id)
+    if center is None:   # the reviewer erased the whole muscle
+        return False
     slicer.modules.markups.logic().JumpSlicesToLocation(center[0], center[1], center[2], True)
     return True
 

@@ -1,0 +1,192 @@
+"""slicer_bridge against stand-ins for the Slicer and VTK calls it makes, with the real signatures.
+
+The stand-ins follow the C++ declarations the calls resolve to in Slicer 5.6-5.10
+(vtkSegment::GetTag(tag, value&) -> bool; vtkMRMLColorNode names reset unless marked initialised
+before 5.10; GetSegmentCenterRAS None for an empty segment), so a call written against an
+imagined API fails here instead of in Slicer.
+"""
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MyositisQMRI"))
+
+from MyositisQMRILib import slicer_bridge  # noqa: E402
+
+
+class Mutable:
+    """vtk.mutable: the holder VTK's Python wrapping fills for a C++ reference argument."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self):
+        return str(self.value)
+
+
+class Segment:
+    def __init__(self, name, label_value, tags):
+        self.name, self.label_value, self.tags = name, label_value, dict(tags)
+
+    def GetTag(self, tag, value):        # bool GetTag(std::string tag, std::string& value)
+        if tag not in self.tags:
+            return False
+        value.value = self.tags[tag]
+        return True
+
+    def GetLabelValue(self):
+        return self.label_value
+
+    def GetName(self):
+        return self.name
+
+
+class Segmentation:
+    def __init__(self, segments):
+        self.segments = segments
+
+    def GetNumberOfSegments(self):
+        return len(self.segments)
+
+    def GetNthSegment(self, index):
+        return self.segments[index][1]
+
+    def GetNthSegmentID(self, index):
+        return self.segments[index][0]
+
+    def GetSegment(self, segment_id):
+        return dict(self.segments)[segment_id]
+
+
+class SegmentationNode:
+    def __init__(self, segments, centres=None):
+        self.segmentation, self.centres = Segmentation(segments), centres or {}
+
+    def GetSegmentation(self):
+        return self.segmentation
+
+    def GetSegmentCenterRAS(self, segment_id):
+        return self.centres.get(segment_id)    # nullptr (None) for an empty segment
+
+
+class StringArray:
+    def __init__(self):
+        self.values = []
+
+    def InsertNextValue(self, value):
+        self.values.append(value)
+
+    def GetValue(self, index):
+        return self.values[index]
+
+
+class ColorTable:
+    """Before Slicer 5.10 (new_api False), names count only once SetNamesInitialised(True) is called."""
+
+    def __init__(self, new_api):
+        self.names, self.initialised = {}, False
+        if new_api:
+            self.SetColorDefined = lambda index, defined: None
+        else:
+            self.SetNamesInitialised = lambda flag: setattr(self, "initialised", bool(flag))
+
+    def SetTypeToUser(self):
+        pass
+
+    def SetNumberOfColors(self, n):
+        self.size = n
+
+    def SetColor(self, index, name, r, g, b, a):
+        assert 0 <= index < self.size
+        self.names[index] = name
+
+    def names_as_read(self):
+        """What ExportSegmentsToLabelmapNode matches segment names against."""
+        if hasattr(self, "SetColorDefined") or self.initialised:
+            return self.names
+        return {i: f"R={i} G={i} B={i}" for i in self.names}
+
+
+@pytest.fixture
+def fake_slicer(monkeypatch):
+    scene = types.SimpleNamespace(nodes=[], removed=[], exported=[], jumps=[], new_api=True)
+
+    def add_node(class_name, name=""):
+        node = ColorTable(scene.new_api) if class_name == "vtkMRMLColorTableNode" else types.SimpleNamespace()
+        scene.nodes.append(node)
+        return node
+
+    def export_segments(segmentation_node, ids, labelmap, reference, extent, colour_table):
+        names = colour_table.names_as_read()
+        segmentation = segmentation_node.GetSegmentation()
+        labelmap.values = {}
+        for i, segment_id in enumerate(ids.values):
+            name = segmentation.GetSegment(segment_id).GetName()
+            labelmap.values[name] = next((v for v, n in names.items() if n == name), 100 + i)
+        return True
+
+    slicer = types.SimpleNamespace(
+        mrmlScene=types.SimpleNamespace(AddNewNodeByClass=add_node, RemoveNode=scene.removed.append),
+        modules=types.SimpleNamespace(
+            segmentations=types.SimpleNamespace(logic=lambda: types.SimpleNamespace(
+                ExportSegmentsToLabelmapNode=export_segments)),
+            markups=types.SimpleNamespace(logic=lambda: types.SimpleNamespace(
+                JumpSlicesToLocation=lambda x, y, z, centred: scene.jumps.append((x, y, z))))),
+        vtkSegmentation=types.SimpleNamespace(EXTENT_REFERENCE_GEOMETRY=1),
+        util=types.SimpleNamespace(
+            exportNode=lambda node, path, properties={}: scene.exported.append((node, path, dict(properties))) or True,
+            saveNode=lambda node, path, properties={}: pytest.fail("saveNode would repoint the node's storage")))
+    monkeypatch.setitem(sys.modules, "slicer", slicer)
+    monkeypatch.setitem(sys.modules, "vtk", types.SimpleNamespace(mutable=Mutable, vtkStringArray=StringArray))
+    return scene
+
+
+def _muscles():
+    return SegmentationNode([
+        ("seg_a", Segment("Sartorius (right)", 1, {slicer_bridge.LABEL_TAG: "1"})),
+        ("seg_b", Segment("Gracilis (left)", 1, {slicer_bridge.LABEL_TAG: "18"})),
+        ("seg_c", Segment("Drawn by hand", 5, {}))], centres={"seg_b": (10.0, -20.0, 30.0)})
+
+
+def test_label_tags_are_read_through_the_reference_argument(fake_slicer):
+    node = _muscles()
+    segments = [node.GetSegmentation().GetNthSegment(i) for i in range(3)]
+    assert [slicer_bridge.label_tag(s) for s in segments] == ["1", "18", ""]
+    assert slicer_bridge.segment_id_for_label(node, 18) == "seg_b"
+    assert slicer_bridge.segment_id_for_label(node, 5) == "seg_c"     # untagged: its own label value
+    assert slicer_bridge.segment_id_for_label(node, 7) is None
+
+
+@pytest.mark.parametrize("new_api", [False, True], ids=["slicer-5.6-5.8", "slicer-5.10"])
+def test_exported_label_map_keeps_the_schema_values(fake_slicer, tmp_path, new_api):
+    fake_slicer.new_api = new_api
+    path = slicer_bridge.export_label_map(_muscles(), object(), tmp_path / "edited.nii.gz")
+    labelmap, written, properties = fake_slicer.exported[0]
+    assert written == str(path) and properties == {}
+    assert labelmap.values == {"Sartorius (right)": 1, "Gracilis (left)": 18}   # the untagged one is left out
+    assert labelmap in fake_slicer.removed    # temporary nodes leave the scene
+
+
+def test_jump_to_an_erased_muscle_does_nothing(fake_slicer):
+    node = _muscles()
+    assert slicer_bridge.jump_to_label(node, 18) and fake_slicer.jumps == [(10.0, -20.0, 30.0)]
+    assert not slicer_bridge.jump_to_label(node, 1)      # segment exists but is empty
+    assert not slicer_bridge.jump_to_label(node, 9)
+    assert len(fake_slicer.jumps) == 1
+
+
+def test_parameter_widgets_are_the_ones_naming_a_parameter():
+    class Widget:
+        def __init__(self, parameter):
+            self.parameter = parameter
+
+        def property(self, name):
+            return self.parameter if name == "SlicerParameterName" else None
+
+    ui = type("", (), {})()
+    ui.modelPathLineEdit, ui.segmentButton, ui.layout = Widget("modelFile"), Widget(None), object()
+    assert slicer_bridge.parameter_widgets(ui) == {"modelFile": ui.modelPathLineEdit}
