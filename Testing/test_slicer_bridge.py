@@ -123,7 +123,7 @@ def fake_slicer(monkeypatch):
     def export_segments(segmentation_node, ids, labelmap, reference, extent, colour_table):
         names = colour_table.names_as_read()
         segmentation = segmentation_node.GetSegmentation()
-        labelmap.values = {}
+        labelmap.values, labelmap.segment_ids = {}, list(ids.values)
         for i, segment_id in enumerate(ids.values):
             name = segmentation.GetSegment(segment_id).GetName()
             labelmap.values[name] = next((v for v, n in names.items() if n == name), 100 + i)
@@ -145,11 +145,11 @@ def fake_slicer(monkeypatch):
     return scene
 
 
-def _muscles():
+def _muscles(*extra):
     return SegmentationNode([
         ("seg_a", Segment("Sartorius (right)", 1, {slicer_bridge.LABEL_TAG: "1"})),
         ("seg_b", Segment("Gracilis (left)", 1, {slicer_bridge.LABEL_TAG: "18"})),
-        ("seg_c", Segment("Drawn by hand", 5, {}))], centres={"seg_b": (10.0, -20.0, 30.0)})
+        ("seg_c", Segment("Drawn by hand", 5, {})), *extra], centres={"seg_b": (10.0, -20.0, 30.0)})
 
 
 def test_label_tags_are_read_through_the_reference_argument(fake_slicer):
@@ -169,6 +169,17 @@ def test_exported_label_map_keeps_the_schema_values(fake_slicer, tmp_path, new_a
     assert written == str(path) and properties == {}
     assert labelmap.values == {"Sartorius (right)": 1, "Gracilis (left)": 18}   # the untagged one is left out
     assert labelmap in fake_slicer.removed    # temporary nodes leave the scene
+
+
+def test_muscles_added_from_the_terminology_join_the_export_once(fake_slicer, tmp_path):
+    added = [("seg_d", Segment("Semitendinosus (left)", 2, {})), ("seg_e", Segment("Gracilis (left)", 3, {}))]
+    node = _muscles(*added)
+    assert slicer_bridge.segment_id_for_label(node, 20) == "seg_d"
+    slicer_bridge.export_label_map(node, object(), tmp_path / "edited.nii.gz")
+    labelmap = fake_slicer.exported[0][0]
+    # seg_e names a muscle that seg_b already is: left out, rather than given a value outside the schema
+    assert labelmap.segment_ids == ["seg_a", "seg_b", "seg_d"]
+    assert labelmap.values == {"Sartorius (right)": 1, "Gracilis (left)": 18, "Semitendinosus (left)": 20}
 
 
 def test_jump_to_an_erased_muscle_does_nothing(fake_slicer):

@@ -160,11 +160,23 @@ def label_tag(segment) -> str:
     return str(value) if segment.GetTag(LABEL_TAG, value) else ""
 
 
+def schema_value(segment) -> int | None:
+    """The schema label value of a segment: its tag, else its name when the reviewer added it from
+    the muscle terminology (named "Sartorius (right)" and so on); None for any other segment."""
+    from myositis_qmri.segmentation import labels
+
+    tag = label_tag(segment)
+    if tag:
+        return int(tag)
+    label = next((label for label in labels.LABELS if label.name == segment.GetName()), None)
+    return label.value if label else None
+
+
 def segment_id_for_label(segmentation_node, label_value: int) -> str | None:
     segmentation = segmentation_node.GetSegmentation()
     for index in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(index)
-        if label_tag(segment) == str(label_value) or segment.GetLabelValue() == label_value:
+        if schema_value(segment) == label_value or (not label_tag(segment) and segment.GetLabelValue() == label_value):
             return segmentation.GetNthSegmentID(index)
     return None
 
@@ -178,10 +190,16 @@ def export_label_map(segmentation_node, reference_volume, path: str | Path) -> P
     ids, values = vtk.vtkStringArray(), []
     for index in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(index)
-        tag = label_tag(segment)
-        if tag:
-            ids.InsertNextValue(segmentation.GetNthSegmentID(index))
-            values.append(int(tag))
+        value = schema_value(segment)
+        if value is None:
+            continue
+        if value in values:
+            # The colour table gives a value one name, so a second segment for the same muscle cannot share it.
+            logging.warning(f"MyositisQMRI: segment '{segment.GetName()}' is a second segment for label {value}; "
+                            f"left out (merge it into the first with the Segment Editor's Logical operators)")
+            continue
+        ids.InsertNextValue(segmentation.GetNthSegmentID(index))
+        values.append(value)
     color_table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode")
     color_table.SetTypeToUser()
     if not hasattr(color_table, "SetColorDefined"):
