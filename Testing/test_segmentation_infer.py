@@ -164,6 +164,27 @@ def test_test_time_augmentation_undoes_its_shifts():
     assert np.abs(shifted - plain).max() > 1e-3
 
 
+def test_long_stacks_go_through_the_network_in_passes_with_progress(monkeypatch):
+    """Slices in passes of SLICES_PER_PASS give the probabilities of one pass over all slices, in
+    slice order, and the progress counts every slice once."""
+    import torch
+    from myositis_qmri.segmentation import infer
+    crop = np.random.default_rng(1).random((37, 32, 32)).astype(np.float32)
+    network = torch.nn.Conv2d(1, 3, 3, padding=1)
+
+    class Counter:
+        done = 0
+
+        def update(self, n):
+            self.done += n
+    whole = infer._leg_probabilities(network, crop, None, infer.TTA_SHIFTS_PX)
+    monkeypatch.setattr(infer, "SLICES_PER_PASS", 5)
+    counter = Counter()
+    passes = infer._leg_probabilities(network, crop, None, infer.TTA_SHIFTS_PX, counter)
+    assert passes.shape == (3, 37, 32, 32) and counter.done == 37
+    np.testing.assert_allclose(passes, whole, atol=1e-6)
+
+
 def test_test_time_augmentation_is_recorded_and_no_worse(exam, segmented, tmp_path):
     truth = exam.muscle_labels.array
     single = segment_muscles(exam.t1w, test_time_augmentation=False)

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..geometry import resample_to
-from ..progress import step
+from ..progress import Progress, step
 from ..volume import Volume
 from .canonical import leg_crops, slices_of, source_name as _source_name, uncrop_leg
 from .labels import LEFT_OFFSET, N_MUSCLES
@@ -51,19 +51,30 @@ def _check_input(image) -> None:
 TTA_SHIFTS_PX = ((0, 0), (3, 0), (-3, 0), (0, 3), (0, -3))
 
 
-def _leg_probabilities(network, crop_zyx: np.ndarray, device, shifts=((0, 0),)) -> np.ndarray:
+# Slices per network pass: bounds the memory of long volumes (a pass holds every slice's feature
+# maps) and paces the progress bar.
+SLICES_PER_PASS = 16
+
+
+def _leg_probabilities(network, crop_zyx: np.ndarray, device, shifts=((0, 0),), progress=None) -> np.ndarray:
     """Softmax (class, z, y, x) of one leg's crop, averaged over the in-plane shifts (dy, dx)."""
     import torch
     slices = np.stack([normalize_slice(s) for s in crop_zyx])[:, None]
-    total = None
+    parts = []
     with torch.no_grad():
-        for dy, dx in shifts:
-            tensor = torch.from_numpy(np.ascontiguousarray(np.roll(slices, (dy, dx), axis=(2, 3))))
-            if device:
-                tensor = tensor.to(device)
-            probs = np.roll(torch.softmax(network(tensor), 1).cpu().numpy(), (-dy, -dx), axis=(2, 3))
-            total = probs if total is None else total + probs
-    return (total / len(shifts)).transpose(1, 0, 2, 3)
+        for start in range(0, len(slices), SLICES_PER_PASS):
+            chunk = slices[start:start + SLICES_PER_PASS]
+            total = None
+            for dy, dx in shifts:
+                tensor = torch.from_numpy(np.ascontiguousarray(np.roll(chunk, (dy, dx), axis=(2, 3))))
+                if device:
+                    tensor = tensor.to(device)
+                probs = np.roll(torch.softmax(network(tensor), 1).cpu().numpy(), (-dy, -dx), axis=(2, 3))
+                total = probs if total is None else total + probs
+            parts.append(total / len(shifts))
+            if progress is not None:
+                progress.update(len(chunk))
+    return np.concatenate(parts).transpose(1, 0, 2, 3)
 
 
 # Each slice's probabilities borrow this weight from each neighbouring slice ([w, 1-2w, w] along z).
@@ -172,12 +183,13 @@ def segment_muscles(image: Volume, model_path=None, device: str | None = None,
     probs[0] = 1.0
     side_map = np.zeros(grid.shape, np.int16)
     step(f"segmenting {len(windows)} leg(s), {grid.shape[0]} slice(s)")
-    for window, crop in zip(windows, crops):
-        leg_probs = smooth_across_slices(_leg_probabilities(
-            network, crop, device, TTA_SHIFTS_PX if test_time_augmentation else ((0, 0),)))
-        part, (ys, xs) = uncrop_leg(leg_probs, window, grid.shape)
-        probs[:, :, ys, xs] = part
-        side_map[:, ys, xs] = LEFT_OFFSET if window.side == "left" else 0
+    with Progress(len(windows) * grid.shape[0], "segmenting", unit="slice") as progress:
+        for window, crop in zip(windows, crops):
+            leg_probs = smooth_across_slices(_leg_probabilities(
+                network, crop, device, TTA_SHIFTS_PX if test_time_augmentation else ((0, 0),), progress))
+            part, (ys, xs) = uncrop_leg(leg_probs, window, grid.shape)
+            probs[:, :, ys, xs] = part
+            side_map[:, ys, xs] = LEFT_OFFSET if window.side == "left" else 0
     empty = _slices_without_body(body)
     probs[1:, empty] = 0.0
     probs[0, empty] = 1.0
