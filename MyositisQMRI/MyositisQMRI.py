@@ -574,7 +574,8 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
                 settings.setValue(slicer.dicomDatabaseDirectorySettingsKey, original)
             else:
                 settings.remove(slicer.dicomDatabaseDirectorySettingsKey)
-        DICOMUtils.importDicom(folder)
+        if not DICOMUtils.importDicom(folder):
+            raise RuntimeError(f"Slicer could not index the DICOM folder {folder} (see the log).")
         return study.with_files(rows, {r.series_uid: list(slicer.dicomDatabase.filesForSeries(r.series_uid))
                                        for r in rows if r.series_uid})
 
@@ -604,8 +605,9 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         if row.series_uid and slicer.dicomDatabase and slicer.dicomDatabase.isOpen:
             from DICOMLib import DICOMUtils
 
-            loaded = DICOMUtils.loadSeriesByUID([row.series_uid])
-            node = slicer.mrmlScene.GetNodeByID(loaded[0]) if loaded else None
+            # The loaders may add other nodes (sequences, tables) before the volume.
+            loaded = [slicer.mrmlScene.GetNodeByID(i) for i in DICOMUtils.loadSeriesByUID([row.series_uid]) or []]
+            node = next((n for n in loaded if n and n.IsA("vtkMRMLScalarVolumeNode")), None)
         else:
             paths = study.series_arguments(row)
             node = slicer.util.loadVolume(paths[0], {"singleFile": len(paths) == 1, "name": row.description})
@@ -758,7 +760,11 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         if dicomFiles:
             from DICOMLib import DICOMUtils
 
-            DICOMUtils.importDicom(str(folder))
+            if not slicer.dicomDatabase or not slicer.dicomDatabase.isOpen:
+                raise RuntimeError("No DICOM database is open: open one in the DICOM module, or export to "
+                                   f"the folder only (the files are in {folder}).")
+            if not DICOMUtils.importDicom(str(folder)):
+                raise RuntimeError(f"Slicer could not add the exported DICOM files in {folder} to its database.")
         return len(dicomFiles)
 
     # --- sample data ---
@@ -767,6 +773,8 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         """Synthesise the phantom exam (core, background process), inspect it, load its anatomy."""
         p = self.getParameterNode()
         folder = slicer_bridge.work_folder(f"sample-exam-{seed}-{size}")
+        if not slicer_bridge.ensure_packages("inspect"):   # the phantom runs on the core's common packages
+            raise RuntimeError("The packages needed to synthesise the sample exam are not installed.")
         if not (folder / "dicom").is_dir():
             argv = [self.pythonExecutable(), *pipeline.phantom_arguments(folder, seed, size)]
             self.job = jobs.BackgroundJob(argv, jobs.core_environment()).start()
@@ -798,6 +806,8 @@ class MyositisQMRITest(ScriptedLoadableModuleTest):
     def test_MyositisQMRI_pipeline(self):
         import numpy as np
 
+        # A fresh Slicer lacks the core's packages (nibabel, tqdm, ...) that the imports below need.
+        self.assertTrue(slicer_bridge.ensure_packages("inspect"))
         from myositis_qmri.phantom import truth_table
         from myositis_qmri.segmentation import labels
 

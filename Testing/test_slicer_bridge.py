@@ -201,3 +201,20 @@ def test_parameter_widgets_are_the_ones_naming_a_parameter():
     ui = type("", (), {})()
     ui.modelPathLineEdit, ui.segmentButton, ui.layout = Widget("modelFile"), Widget(None), object()
     assert slicer_bridge.parameter_widgets(ui) == {"modelFile": ui.modelPathLineEdit}
+
+
+def test_packages_install_without_a_dialog_under_testing_and_keep_the_installed_torch(monkeypatch):
+    from importlib import metadata
+
+    from MyositisQMRILib import dependencies
+    installs, asked = [], []
+    slicer = types.SimpleNamespace(
+        app=types.SimpleNamespace(testingEnabled=lambda: True),
+        util=types.SimpleNamespace(confirmOkCancelDisplay=lambda *a, **k: asked.append(a) or True,
+                                   pip_install=installs.append, WaitCursor=lambda: __import__("contextlib").nullcontext()))
+    monkeypatch.setitem(sys.modules, "slicer", slicer)
+    monkeypatch.setattr(dependencies, "missing_requirements", lambda stage: ["monai", "slicerio"])
+    monkeypatch.setattr(dependencies, "needs_torch", lambda stage: False)
+    assert slicer_bridge.ensure_packages("segment")
+    assert asked == [] and installs == [f"monai slicerio torch=={metadata.version('torch')}"]
+

@@ -64,8 +64,8 @@ def parse_line(line: str) -> JobEvent:
 def python_executable() -> str:
     """The Python that runs the core: PythonSlicer inside Slicer, else this interpreter.
 
-    Inside Slicer `sys.executable` is the Slicer launcher itself, so the sibling
-    `PythonSlicer` (what SlicerTotalSegmentator and pip_install use) is preferred.
+    The sibling `PythonSlicer` of `sys.executable` (what pip_install and SlicerTotalSegmentator
+    run) is preferred, so that the core runs in Slicer's Python with its environment.
     """
     exe_dir = Path(sys.executable).parent
     for name in ("PythonSlicer", "PythonSlicer.exe"):
@@ -222,7 +222,9 @@ class BackgroundJob:
     def _signal(self, signum: int) -> None:
         try:
             if os.name == "nt":
-                self._process.terminate() if signum == signal.SIGTERM else self._process.kill()
+                # PythonSlicer is a launcher whose child runs the core: stop the whole process tree.
+                subprocess.run(windows_tree_kill(self._process.pid), capture_output=True,
+                               creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
             else:
                 os.killpg(self._process.pid, signum)  # the group this job started, nothing else
         except (ProcessLookupError, PermissionError):
@@ -238,6 +240,11 @@ class BackgroundJob:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{self.argv[3:]} still running after {timeout_s} s")
             time.sleep(interval_s)
+
+
+def windows_tree_kill(pid: int) -> list[str]:
+    """The command that stops a Windows process and every process it started."""
+    return ["taskkill", "/T", "/F", "/PID", str(pid)]
 
 
 def start_core_job(subcommand: str, arguments: Sequence[object], python: str | None = None,

@@ -316,14 +316,26 @@ def ensure_packages(stage: str, parent_module: str = "MyositisQMRI") -> bool:
     missing = missing_requirements(stage)
     if not missing:
         return True
-    if not slicer.util.confirmOkCancelDisplay(
+    # In testing mode confirmOkCancelDisplay shows nothing and does not return Ok, so ask only a user.
+    if not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
             f"{parent_module} needs these Python packages for this step: {', '.join(missing)}.\n"
             "Install them now? (This may take a few minutes.)", "Missing Python packages"):
         return False
     with slicer.util.WaitCursor():
-        slicer.util.pip_install(" ".join(missing))
+        slicer.util.pip_install(" ".join(missing + installed_torch_pin()))
     logging.info("installed %s", missing)
     return True
+
+
+def installed_torch_pin() -> list[str]:
+    """["torch==<installed version>"] when torch is installed, else []: passed with pip installs so
+    that monai's own torch requirement cannot replace the build the PyTorch extension chose."""
+    from importlib import metadata
+
+    try:
+        return [f"torch=={metadata.version('torch')}"]
+    except metadata.PackageNotFoundError:
+        return []
 
 
 def work_folder(case_name: str) -> Path:
