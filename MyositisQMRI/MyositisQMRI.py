@@ -164,6 +164,7 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         # The Segment Editor lives inside the Muscles section, preconfigured after segmentation.
         self.segmentEditorWidget = slicer.qMRMLSegmentEditorWidget()
+        slicer_bridge.select_segment_editor_node(self.segmentEditorWidget)   # before the scene, as Slicer's module does
         self.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.segmentEditorFrame.layout().addWidget(self.segmentEditorWidget)
 
@@ -181,6 +182,8 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.logic.cancel)
         self.ui.reportTable.connect("itemSelectionChanged()", self.onReportSelection)
         self.ui.chartMeasureComboBox.connect("currentIndexChanged(int)", lambda _: self.updateChart())
+        # A segmentation chosen by hand (or from a saved scene) is editable too, not only a new one.
+        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._editSegmentation)
 
         self.ui.progressBar.hide()
         self.ui.cancelButton.hide()
@@ -192,6 +195,7 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        slicer_bridge.select_segment_editor_node(self.segmentEditorWidget)
 
     def exit(self) -> None:
         # As Slicer's Segment Editor module does on exit: no Paint or Scissors left active elsewhere.
@@ -210,6 +214,7 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._studyRows, self._reportRows = [], []
 
     def onSceneEndClose(self, caller, event) -> None:
+        slicer_bridge.select_segment_editor_node(self.segmentEditorWidget)
         if self.parent.isEntered:
             self.initializeParameterNode()
 
@@ -245,8 +250,9 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._studyRows = self.logic.studyRows(p)
             self._fillStudyTable()
         busy = self.logic.busy
-        for button in (self.ui.inspectButton, self.ui.computeMapsButton, self.ui.segmentButton,
-                       self.ui.learnButton, self.ui.recomputeButton, self.ui.exportButton):
+        for button in (self.ui.inspectButton, self.ui.loadSeriesButton, self.ui.computeMapsButton,
+                       self.ui.showQualityButton, self.ui.segmentButton, self.ui.learnButton,
+                       self.ui.recomputeButton, self.ui.exportButton):
             button.enabled = not busy
         if busy or not p:
             return
@@ -291,9 +297,11 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.clearContents()
         table.setRowCount(len(self._studyRows))
         for index, row in enumerate(self._studyRows):
-            table.setItem(index, 0, qt.QTableWidgetItem(row.description))
-            table.setItem(index, 1, qt.QTableWidgetItem(row.summary))
-            roleBox = qt.QComboBox()
+            for column, text in enumerate((row.description, row.summary)):
+                item = qt.QTableWidgetItem(text)
+                item.setFlags(item.flags() & ~qt.Qt.ItemIsEditable)
+                table.setItem(index, column, item)
+            roleBox = slicer_bridge.choice_box()
             roleBox.addItems(list(study.ROLES))
             roleBox.currentText = row.role
             roleBox.setToolTip("What this series is used for; change it when the automatic guess is wrong.")
@@ -324,10 +332,16 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run(lambda p: self.logic.segment(p, onDone=self._afterSegment))
 
     def _afterSegment(self) -> None:
-        p = self._parameterNode
-        slicer_bridge.configure_segment_editor(self.segmentEditorWidget, p.segmentation, p.structuralVolume)
+        self._editSegmentation(self._parameterNode.segmentation)
         self.ui.musclesCollapsibleButton.collapsed = False
         self._updateButtons()
+
+    def _editSegmentation(self, segmentation) -> None:
+        """Editor on this segmentation (the selector passes its choice: the parameter node may not
+        hold it yet when the slot runs)."""
+        p = self._parameterNode
+        if segmentation and p and p.structuralVolume:
+            slicer_bridge.configure_segment_editor(self.segmentEditorWidget, segmentation, p.structuralVolume)
 
     def onLearn(self) -> None:
         self._run(lambda p: self.logic.learnFromCorrections(p, onDone=self._afterLearn))
@@ -377,12 +391,12 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if row is None:
             return
         grade = getattr(row, kind)
-        box = qt.QComboBox()
+        box = slicer_bridge.choice_box()
         names = report_table.GRADE_NAMES[kind]
         for value, name in names.items():
             box.addItem(name, value)
-        if grade.value is not None:
-            box.currentIndex = list(names).index(grade.value)
+        # Ungraded (no map for it) shows blank, not the first grade, so that any grade can be chosen.
+        box.currentIndex = list(names).index(grade.value) if grade.value in names else -1
         colour = report_table.grade_colour(kind, grade.value)
         font = "font-weight: bold; font-style: italic;" if grade.reviewed else ""
         box.setStyleSheet(f"QComboBox {{ background-color: {colour}; color: {report_table.text_colour(colour)}; {font} }}")
@@ -392,7 +406,7 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.reportTable.setCellWidget(r, c, box)
 
     def _onGradeChanged(self, rowKey, kind, value) -> None:
-        if self._updatingTable:
+        if self._updatingTable or value is None:
             return
         self._reportRows = report_table.set_grade(self._reportRows, rowKey, kind, int(value))
         self.logic.saveReviewerGrades(self._parameterNode, self._reportRows)

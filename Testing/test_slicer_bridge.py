@@ -218,3 +218,56 @@ def test_packages_install_without_a_dialog_under_testing_and_keep_the_installed_
     assert slicer_bridge.ensure_packages("segment")
     assert asked == [] and installs == [f"monai slicerio torch=={metadata.version('torch')}"]
 
+
+
+def test_segment_editor_gets_the_scene_singleton_node_again_after_a_scene_close(monkeypatch):
+    class EditorNode:
+        def UnRegister(self, owner):
+            pass
+
+        def SetSingletonTag(self, tag):
+            self.tag = tag
+
+    scene = types.SimpleNamespace(singletons={})
+    scene.GetSingletonNode = lambda tag, class_name: scene.singletons.get(tag)
+    scene.CreateNodeByClass = lambda class_name: EditorNode()
+    scene.AddNode = lambda node: scene.singletons.setdefault(node.tag, node)
+    monkeypatch.setitem(sys.modules, "slicer", types.SimpleNamespace(mrmlScene=scene))
+
+    class EditorWidget:      # qMRMLSegmentEditorWidget keeps its node by a weak pointer
+        node = None
+
+        def mrmlSegmentEditorNode(self):
+            return self.node
+
+        def setMRMLSegmentEditorNode(self, node):
+            self.node = node
+    editor = EditorWidget()
+    slicer_bridge.select_segment_editor_node(editor)
+    first = editor.node
+    assert first is not None and first.tag == slicer_bridge.SEGMENT_EDITOR_SINGLETON
+    slicer_bridge.select_segment_editor_node(editor)
+    assert editor.node is first and len(scene.singletons) == 1
+    scene.singletons.clear()           # scene closed: the node is gone, the weak pointer is empty
+    editor.node = None
+    slicer_bridge.select_segment_editor_node(editor)
+    assert editor.node is not None and editor.node is not first
+
+
+def test_table_choice_boxes_leave_the_mouse_wheel_to_the_panel(monkeypatch):
+    class QComboBox:
+        def setFocusPolicy(self, policy):
+            self.policy = policy
+
+        def wheelEvent(self, event):
+            event.changed_choice = True
+
+    qt = types.SimpleNamespace(QComboBox=QComboBox, Qt=types.SimpleNamespace(StrongFocus=11))
+    monkeypatch.setitem(sys.modules, "qt", qt)
+    monkeypatch.setattr(slicer_bridge, "_CHOICE_BOX_CLASS", [])
+    box = slicer_bridge.choice_box()
+    event = types.SimpleNamespace(ignored=False, changed_choice=False)
+    event.ignore = lambda: setattr(event, "ignored", True)
+    box.wheelEvent(event)
+    assert isinstance(box, QComboBox) and box.policy == 11
+    assert event.ignored and not event.changed_choice

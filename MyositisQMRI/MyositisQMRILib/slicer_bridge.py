@@ -20,6 +20,7 @@ MAP_DISPLAY = {
 QUALITY_PATTERNS = ("*residual*.nii.gz", "*quality*.nii.gz", "*r2*.nii.gz", "*rmse*.nii.gz")
 PARAMETER_NAME_PROPERTY = "SlicerParameterName"   # as slicer.parameterNodeWrapper reads it
 LABEL_TAG = "MyositisQMRI.label"   # segment tag holding the schema label value (right 1-11, left 12-22)
+SEGMENT_EDITOR_SINGLETON = "MyositisQMRI"   # singleton tag of the embedded editor's parameter node
 SEGMENT_EDITOR_EFFECTS = ("Paint", "Erase", "Scissors", "Islands", "Smoothing", "Fill between slices")
 
 
@@ -231,13 +232,25 @@ def parameter_widgets(ui) -> dict:
             if hasattr(widget, "property") and widget.property(PARAMETER_NAME_PROPERTY)}
 
 
-def configure_segment_editor(editor_widget, segmentation_node, source_volume) -> None:
-    """Point the embedded Segment Editor at the muscles and the structural volume."""
+def select_segment_editor_node(editor_widget) -> None:
+    """Give the embedded Segment Editor its parameter node: the scene's MyositisQMRI singleton, made
+    when missing. The widget holds it by a weak pointer, so after a scene close it needs one again
+    (as Slicer's own Segment Editor module does on setup, enter and scene close)."""
     import slicer
 
-    if editor_widget.mrmlSegmentEditorNode() is None:
-        editor_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode", "MyositisQMRI editor")
-        editor_widget.setMRMLSegmentEditorNode(editor_node)
+    node = slicer.mrmlScene.GetSingletonNode(SEGMENT_EDITOR_SINGLETON, "vtkMRMLSegmentEditorNode")
+    if node is None:
+        node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+        node.UnRegister(None)
+        node.SetSingletonTag(SEGMENT_EDITOR_SINGLETON)
+        node = slicer.mrmlScene.AddNode(node)
+    if editor_widget.mrmlSegmentEditorNode() != node:
+        editor_widget.setMRMLSegmentEditorNode(node)
+
+
+def configure_segment_editor(editor_widget, segmentation_node, source_volume) -> None:
+    """Point the embedded Segment Editor at the muscles and the structural volume."""
+    select_segment_editor_node(editor_widget)
     editor_widget.setSegmentationNode(segmentation_node)
     if hasattr(editor_widget, "setSourceVolumeNode"):
         editor_widget.setSourceVolumeNode(source_volume)
@@ -245,6 +258,28 @@ def configure_segment_editor(editor_widget, segmentation_node, source_volume) ->
         editor_widget.setMasterVolumeNode(source_volume)
     editor_widget.setEffectNameOrder(list(SEGMENT_EDITOR_EFFECTS))
     editor_widget.unorderedEffectsVisible = False
+
+
+def choice_box():
+    """A QComboBox for table cells that the mouse wheel does not change: scrolling the panel over
+    the report must not rewrite a grade or a series role (QComboBox takes wheel events unfocused)."""
+    import qt
+
+    box = _choice_box_class(qt)()
+    box.setFocusPolicy(qt.Qt.StrongFocus)
+    return box
+
+
+_CHOICE_BOX_CLASS = []
+
+
+def _choice_box_class(qt):
+    if not _CHOICE_BOX_CLASS:
+        class ChoiceBox(qt.QComboBox):
+            def wheelEvent(self, event):
+                event.ignore()   # the table (and the panel) scroll instead
+        _CHOICE_BOX_CLASS.append(ChoiceBox)
+    return _CHOICE_BOX_CLASS[0]
 
 
 def jump_to_label(segmentation_node, label_value: int) -> bool:
