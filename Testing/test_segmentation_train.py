@@ -34,15 +34,50 @@ def test_synthesized_slices_keep_muscle_targets(tmp_path):
     assert abs(image[target > 0].mean() - image[target == 0].mean()) > 0.01 or image[target > 0].std() > 0
 
 
+def test_fat_infiltrates_only_muscle_between_muscle_and_fat_signal():
+    """Patchy fatty replacement changes muscle pixels only: in-phase draws stay between the muscle
+    and fat signals, opposed-phase draws darken where fat and water cancel."""
+    tissue = np.full((96, 96), synth.FAT, np.uint8)
+    tissue[20:76, 20:76] = 3                       # one muscle
+    tissue[40:56, 40:56] = synth.CORTEX
+    muscle = tissue == 3
+    muscle_signal, fat_signal = 0.3, 0.9
+    image = np.where(muscle, muscle_signal, np.where(tissue == synth.FAT, fat_signal, 0.05))
+    changed = 0
+    for seed in range(30):
+        out = synth.infiltrate_fat(np.random.default_rng(seed), image.copy(), tissue, fat_signal, 1.5)
+        np.testing.assert_array_equal(out[~muscle], image[~muscle])
+        moved = out[muscle] - muscle_signal
+        if np.abs(moved).max() > 0.05:
+            changed += 1
+        in_phase = out[muscle].min() >= muscle_signal - 0.1
+        if in_phase:
+            assert out[muscle].max() <= fat_signal + 0.1
+        else:   # |(1-f) m - f F| dips to about 0 where (1-f) m = f F
+            assert out[muscle].min() < muscle_signal - 0.1
+    assert changed >= 8     # severities are drawn per muscle, most of them mild
+
+
+def test_fatty_infiltration_share_zero_draws_the_plain_synthesis(tmp_path):
+    slices = synth.prepare_leg_slices(_label_maps(tmp_path, (1,)), 2.3, 96)
+    plain = synth.synthesize(np.random.default_rng(4), slices.labels[0], 96, 2.3)
+    zero = synth.synthesize(np.random.default_rng(4), slices.labels[0], 96, 2.3, fatty_infiltration=0.0)
+    always = synth.synthesize(np.random.default_rng(4), slices.labels[0], 96, 2.3, fatty_infiltration=1.0)
+    np.testing.assert_array_equal(plain[0], zero[0])
+    np.testing.assert_array_equal(plain[1], always[1])          # the anatomy (target) is the same
+    assert not np.array_equal(plain[0], always[0])
+
+
 def test_short_training_run_resumes(tmp_path):
     maps = _label_maps(tmp_path)
     out = tmp_path / "model.safetensors"
     config = TrainConfig(label_maps=maps, out=out, steps=2, batch_size=2, validate_every=2,
-                         n_validation_slices=4, threads=1)
+                         n_validation_slices=4, threads=1, fatty_infiltration=0.5)
     state = train(config, resume=False)
     assert state["step"] == 2 and checkpoint_path(out).exists()
     header = read_header(out)
     assert header["provenance"]["steps"] == 2 and "synthetic_validation" in header["metrics"]
+    assert header["provenance"]["fatty_infiltration"] == 0.5
     config.steps = 3
     state = train(config, resume=True)
     assert state["step"] == 3 and len(state["history"]) == 2

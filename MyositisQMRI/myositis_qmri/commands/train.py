@@ -36,6 +36,9 @@ def add_arguments(parser) -> None:
                              "inclusive; trained as background, their contrast redrawn at random (repeatable)")
     parser.add_argument("--negative-image-fraction", type=float, default=0.05,
                         help="share of training slices drawn from --negative-image")
+    parser.add_argument("--fatty-infiltration", type=float, default=0.0, metavar="SHARE",
+                        help="share of training images whose muscles are partly replaced by fat, in "
+                             "patches (the disease's chronic damage); 0 keeps the plain synthesis")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint next to --out (default: start afresh)")
 
@@ -69,6 +72,7 @@ def main(args) -> int:
                          calf_rois=calf_rois, negative_fraction=args.negative_fraction,
                          negative_images=tuple(args.negative_image),
                          negative_image_fraction=args.negative_image_fraction,
+                         fatty_infiltration=args.fatty_infiltration,
                          extra_training_maps=tuple(write_phantom_label_maps(
                              args.out.parent / "phantom_label_maps", range(1, args.phantoms + 1))))
     state = train(config, resume=args.resume)

@@ -40,16 +40,17 @@ class LegSlices:
     labels: np.ndarray
     source: np.ndarray  # index into `names`
     names: list[str]
+    fatty_infiltration: float = 0.0   # share of draws with fat replacing muscle inside (synthesize)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def draw(self, rng, index: int, out_size: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
-        return synthesize(rng, self.labels[index], out_size, spacing_mm)
+        return synthesize(rng, self.labels[index], out_size, spacing_mm, self.fatty_infiltration)
 
     def subset(self, names: set[str]) -> "LegSlices":
         keep = np.array([self.names[i] in names for i in self.source], dtype=bool)
-        return LegSlices(self.labels[keep], self.source[keep], self.names)
+        return LegSlices(self.labels[keep], self.source[keep], self.names, self.fatty_infiltration)
 
 
 # A muscle missing from one slice of a pair counts as this many pixels outside it there, so the
@@ -414,15 +415,46 @@ def _tissue_intensities(rng) -> tuple[np.ndarray, np.ndarray]:
     return means, stds
 
 
-def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """One random image (out_size^2, float32, roughly 0..1) and its target (0..11) from a label crop."""
+def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float,
+               fatty_infiltration: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """One random image (out_size^2, float32, roughly 0..1) and its target (0..11) from a label crop.
+
+    fatty_infiltration: the share of draws whose muscles are partly replaced by fat (infiltrate_fat);
+    0 draws exactly what earlier versions drew from the same generator.
+    """
     warped = _deform(rng, labels, out_size)
     tissue = add_tissues(rng, warped, spacing_mm)
     means, stds = _tissue_intensities(rng)
     image = means[tissue] + stds[tissue] * rng.normal(0, 1, tissue.shape)
+    if fatty_infiltration > 0 and rng.random() < fatty_infiltration:
+        image = infiltrate_fat(rng, image, tissue, means[FAT], spacing_mm)
     image = _scanner_effects(rng, image)
     target = np.where(warped <= N_MUSCLES, warped, 0).astype(np.int64)
     return normalize_slice(image.astype(np.float32)), target
+
+
+# Fatty replacement, the chronic damage this tool grades, is patchy: fat streaks and islands
+# ("moth-eaten" muscle, Mercuri grades 2-3) a few millimetres across, worse in some muscles.
+INFILTRATION_SCALE_MM = (1.5, 6.0)
+
+
+def infiltrate_fat(rng, image: np.ndarray, tissue: np.ndarray, fat_intensity: float,
+                   spacing_mm: float) -> np.ndarray:
+    """Muscle pixels partly replaced by fat: a patchy fat-fraction map per muscle (its own severity),
+    mixed as in-phase images mix (signal between muscle and fat) or, in a third of draws, as
+    opposed-phase images do (|water - fat|: dark where fat and water cancel, at about half fat)."""
+    muscle_tissues = np.r_[np.arange(1, OTHER_LEG + 1), OTHER_MUSCLE]
+    severity = np.zeros(N_TISSUES)
+    severity[muscle_tissues] = rng.uniform(0.15, 0.9) * rng.uniform(0, 1, len(muscle_tissues)) ** 2
+    scale_px = rng.uniform(*INFILTRATION_SCALE_MM) / spacing_mm
+    pattern = _smooth_field(rng, image.shape, scale_px, 1.0)
+    threshold = rng.uniform(-0.5, 1.0)
+    patches = np.clip((pattern - threshold) / rng.uniform(0.2, 0.8), 0, 1)
+    fraction = severity[tissue] * (patches + rng.uniform(0, 0.5) * (1 - patches))
+    fat = fat_intensity + rng.normal(0, 0.02, image.shape)
+    if rng.random() < 1 / 3:
+        return np.abs((1 - fraction) * image - fraction * fat)
+    return (1 - fraction) * image + fraction * fat
 
 
 def _scanner_effects(rng, image: np.ndarray) -> np.ndarray:

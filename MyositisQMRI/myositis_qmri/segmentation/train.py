@@ -6,6 +6,7 @@ It checkpoints (safetensors + JSON, never pickle) so that an interrupted run res
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -49,6 +50,7 @@ class TrainConfig:
     negative_fraction: float = 0.1   # share of training slices drawn from calf_rois
     negative_images: tuple[str, ...] = ()  # "PATH[:FIRST-LAST]" real slices without thigh muscle (hip)
     negative_image_fraction: float = 0.05  # share of training slices drawn from negative_images
+    fatty_infiltration: float = 0.0  # share of training draws with patchy fat inside muscles (synth.infiltrate_fat)
 
 
 def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
@@ -188,6 +190,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
     train_maps = train_maps + list(config.extra_training_maps)
     step(f"{len(train_maps)} training and {len(val_maps)} validation label maps")
     slices = load_slices(train_maps, config.out, config.spacing_mm, config.crop_px, config.between_slices)
+    slices = dataclasses.replace(slices, fatty_infiltration=config.fatty_infiltration)   # validation stays plain
     val_slices = load_slices(val_maps, config.out, config.spacing_mm, config.crop_px)
     calves = (synth.prepare_calf_slices(list(config.calf_rois), config.spacing_mm, config.crop_px)
               if config.calf_rois else None)
@@ -247,6 +250,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                         "synthesis": "SynthSeg-style domain randomisation (myositis_qmri.segmentation.synth)",
                         "steps": state["step"], "batch_size": config.batch_size, "seed": config.seed,
                         "learning_rate": config.learning_rate, "between_slices": config.between_slices,
+                        "fatty_infiltration": config.fatty_infiltration,
                         "initialised_from": initialised_from,
                         "negative_anatomy": None if calves is None else {
                             "calf_roi_files": calves.names, "fraction": config.negative_fraction,
