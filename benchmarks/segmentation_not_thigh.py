@@ -14,8 +14,8 @@ foot and a hand. For the B1-mapping series it also prints the labelled area per 
 thigh, the joined legs and the hip and pelvis. A model trained with `--negative-image` on the
 60-degree series' pelvis slices has seen those slices; the 120-degree series is the same
 subject in another contrast, so it checks contrast, not anatomy.
-"warning share" is the segmenter's own measure (model grid; `segment` warns below 0.20); the
-per-slice shares use a body mask on the input grid, which fails on images that fill the field
+"warning share" is the segmenter's own measure (model grid; `segment` warns below
+infer.MIN_THIGH_MUSCLE_FRACTION); the per-slice shares use a body mask on the input grid, which fails on images that fill the field
 of view (shares above 1).
 Usage: python benchmarks/segmentation_not_thigh.py [--model FILE ...] [--no-tta] [--record]
                                                    [--musclemap DIR]
@@ -32,7 +32,7 @@ import numpy as np
 from myositis_qmri.io import read_volume
 from myositis_qmri.io.dicom import read_dicom
 from myositis_qmri.segmentation.canonical import body_mask
-from myositis_qmri.segmentation.infer import segment_muscles
+from myositis_qmri.segmentation.infer import MIN_THIGH_MUSCLE_FRACTION, segment_muscles
 from myositis_qmri.segmentation.model import default_model_path, read_header, record_metrics
 from myositis_qmri.volume import Volume
 
@@ -103,7 +103,7 @@ def run(cases: dict, model, tta: bool) -> dict:
         share, fraction, area_cm2 = labelled_fraction(image, model, tta)
         summary[name] = {"kind": kind, "warning_share": share, "mean": round(float(fraction.mean()), 3),
                          "per_slice": [round(float(f), 3) for f in fraction]}
-        print(f"  {name:32s} {kind[:12]:12s} warning share {share:.2f}{' (warns)' if share < 0.2 else '        '}"
+        print(f"  {name:32s} {kind[:12]:12s} warning share {share:.2f}{' (warns)' if share < MIN_THIGH_MUSCLE_FRACTION else '        '}"
               f"  per slice " + " ".join(f"{f:.2f}" for f in fraction))
         if any(name.endswith(image_name[:22]) for image_name in REGION_IMAGES):
             regions = {region: round(float(area_cm2[a:b + 1].mean()), 1) for region, (a, b) in REGIONS.items()}

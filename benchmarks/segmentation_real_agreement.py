@@ -7,10 +7,13 @@ segmentations of the same anatomy cannot both be right where they differ, so thi
 under the error on real images, which the rendered volumes (segmentation_volumes.py) cannot give.
 --resolutions also segments two of the images resampled to coarser in-plane grids (as other
 scanners and protocols would give) and compares each with the full-resolution segmentation.
+--musclemap DIR (SWastling/musclemap's tests/test_data, MIT; not in ../shared) adds a second
+subject: a GE thigh Dixon whose muscles are patchily fatty, its three echoes (opposed, in and
+opposed phase at 3 T) segmented apart and compared the same way.
 Usage: python benchmarks/segmentation_real_agreement.py [--model FILE ...] [--no-tta] [--record]
-                                                      [--resolutions]
+                                                      [--resolutions] [--musclemap DIR]
 Several --model files are compared side by side; --record writes the first one's result into
-its header (metrics.real_cross_contrast_agreement).
+its header (metrics.real_cross_contrast_agreement, metrics.real_cross_echo_agreement_fatty_thigh).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from myositis_qmri.geometry import resample_to
+from myositis_qmri.io import read_volume
 from myositis_qmri.io.load import load_magnitude_phase
 from myositis_qmri.maps.dixon import compute_fat_fraction
 from myositis_qmri.segmentation.infer import segment_muscles
@@ -31,6 +35,7 @@ from myositis_qmri.volume import Volume
 DIXON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dixon3pt_thigh_siemens"
 ECHO_TIMES_MS = (3.45, 4.60, 5.75)
 COARSER_PIXELS_MM = (1.2, 1.6, 2.0, 2.5)
+FATTY_THIGH = "ff/ge/thigh/input"   # under musclemap's tests/test_data: TE 3.45, 4.60, 5.75 ms magnitudes
 END_SLICES = 2   # slices at each end of the stack, reported apart (the anatomy changes fastest there)
 
 
@@ -42,6 +47,14 @@ def dixon_images(folder: Path = DIXON) -> dict:
               "water+fat": maps.water.with_array(maps.water.array + maps.fat.array)}
     images.update({f"echo {te:.2f} ms": magnitude.echo(i) for i, te in enumerate(ECHO_TIMES_MS)})
     return images
+
+
+def fatty_thigh_images(folder: Path) -> dict:
+    """The GE thigh Dixon's three echo magnitudes, by echo time (the file names carry it)."""
+    files = sorted((folder / FATTY_THIGH).glob("*.nii.gz"))
+    if len(files) != 3:
+        raise SystemExit(f"{folder / FATTY_THIGH}: expected the three echo files")
+    return {f"echo {te} ms": read_volume(path) for te, path in zip(("3.45", "4.60", "5.75"), files)}
 
 
 def run(images: dict, model, tta: bool):
@@ -97,6 +110,8 @@ def main() -> None:
     parser.add_argument("--no-tta", action="store_true", help="without test-time augmentation")
     parser.add_argument("--record", action="store_true", help="write the first model's result into its header")
     parser.add_argument("--resolutions", action="store_true", help="also compare coarser in-plane grids")
+    parser.add_argument("--musclemap", type=Path, default=None, metavar="DIR",
+                        help="musclemap's tests/test_data: adds its fatty GE thigh (a second subject)")
     args = parser.parse_args()
     if not DIXON.exists():
         raise SystemExit(f"{DIXON} not found (the shared data)")
@@ -112,6 +127,11 @@ def main() -> None:
         print(f"recorded in {record_metrics(models[0], 'real_cross_contrast_agreement', summaries[0])}")
     if args.resolutions:
         resolution_consistency(images, runs[0][1].labels, models[0], tta=not args.no_tta)
+    if args.musclemap:
+        fatty = fatty_thigh_images(args.musclemap)
+        fatty_summaries = [run(fatty, model, tta=not args.no_tta)[0] for model in models]
+        if args.record:
+            print(f"recorded in {record_metrics(models[0], 'real_cross_echo_agreement_fatty_thigh', fatty_summaries[0])}")
 
 
 if __name__ == "__main__":

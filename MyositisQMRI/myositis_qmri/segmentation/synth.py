@@ -441,8 +441,10 @@ INFILTRATION_SCALE_MM = (1.5, 6.0)
 def infiltrate_fat(rng, image: np.ndarray, tissue: np.ndarray, fat_intensity: float,
                    spacing_mm: float) -> np.ndarray:
     """Muscle pixels partly replaced by fat: a patchy fat-fraction map per muscle (its own severity),
-    mixed as in-phase images mix (signal between muscle and fat) or, in a third of draws, as
-    opposed-phase images do (|water - fat|: dark where fat and water cancel, at about half fat)."""
+    mixed as in-phase images mix (signal between muscle and fat) or, in half the draws, as
+    opposed-phase images do (|water - fat|: dark where fat and water cancel, at about half fat),
+    where the fascia and the muscle's edge against fat, part fat themselves, also turn dark
+    (the "India ink" outline of opposed-phase images)."""
     muscle_tissues = np.r_[np.arange(1, OTHER_LEG + 1), OTHER_MUSCLE]
     severity = np.zeros(N_TISSUES)
     severity[muscle_tissues] = rng.uniform(0.15, 0.9) * rng.uniform(0, 1, len(muscle_tissues)) ** 2
@@ -452,7 +454,11 @@ def infiltrate_fat(rng, image: np.ndarray, tissue: np.ndarray, fat_intensity: fl
     patches = np.clip((pattern - threshold) / rng.uniform(0.2, 0.8), 0, 1)
     fraction = severity[tissue] * (patches + rng.uniform(0, 0.5) * (1 - patches))
     fat = fat_intensity + rng.normal(0, 0.02, image.shape)
-    if rng.random() < 1 / 3:
+    if rng.random() < 0.5:
+        muscle = np.isin(tissue, muscle_tissues)
+        edge = muscle & ndimage.binary_dilation(tissue == FAT)
+        fraction = np.where(edge, np.maximum(fraction, rng.uniform(0.3, 0.6)), fraction)
+        fraction = np.where(tissue == FASCIA, rng.uniform(0.35, 0.65), fraction)
         return np.abs((1 - fraction) * image - fraction * fat)
     return (1 - fraction) * image + fraction * fat
 
