@@ -44,6 +44,17 @@ def test_negative_anatomy_is_found_through_earlier_finetunes():
     assert negative_anatomy({"provenance": {"steps": 3}}) is None
 
 
+def test_replay_draws_the_fatty_infiltration_the_model_learnt(tmp_path):
+    from myositis_qmri.commands.finetune import _replay
+    header = {"spacing_mm": [2.3, 2.3], "crop_px": 96,
+              "provenance": {"finetuned_from": "h", "source_provenance": {"fatty_infiltration": 0.5}}}
+    empty = tmp_path / "no_maps"
+    empty.mkdir()
+    assert _replay(empty, tmp_path / "m.safetensors", header).fatty_infiltration == 0.5     # phantom replay
+    plain = {**header, "provenance": {"steps": 3}}
+    assert _replay(empty, tmp_path / "m.safetensors", plain).fatty_infiltration == 0.0
+
+
 def test_finetune_replays_calf_negatives_when_the_model_learnt_them(tmp_path, calf_roi_folder):
     """Without them, 60 steps on a phantom took the real calf's thigh-labelled share from 0.10
     to 0.24; replaying them kept it at 0.12 (benchmarks/README.md)."""

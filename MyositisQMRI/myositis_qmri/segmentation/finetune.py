@@ -139,15 +139,21 @@ def _negative_replay(negatives) -> dict:
     return replay
 
 
+def training_setting(header: dict, key: str):
+    """A setting the model was trained with (its provenance[key]), looking back through earlier
+    fine-tunes; None when never set."""
+    provenance = header.get("provenance") or {}
+    while provenance:
+        if provenance.get(key):
+            return provenance[key]
+        provenance = provenance.get("source_provenance") or {}
+    return None
+
+
 def negative_anatomy(header: dict, kind: str = "negative_anatomy") -> dict | None:
     """What negative anatomy a model was trained with (kind "negative_anatomy": calf outlines,
     "negative_images": real slices), looking back through earlier fine-tunes."""
-    provenance = header.get("provenance") or {}
-    while provenance:
-        if provenance.get(kind):
-            return provenance[kind]
-        provenance = provenance.get("source_provenance") or {}
-    return None
+    return training_setting(header, kind)
 
 
 def phantom_replay(seeds=(101, 102), spacing_mm: float = 2.3, size: int = 96) -> synth.LegSlices:
