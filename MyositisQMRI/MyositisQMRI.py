@@ -298,9 +298,7 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.setRowCount(len(self._studyRows))
         for index, row in enumerate(self._studyRows):
             for column, text in enumerate((row.description, row.summary)):
-                item = qt.QTableWidgetItem(text)
-                item.setFlags(item.flags() & ~qt.Qt.ItemIsEditable)
-                table.setItem(index, column, item)
+                table.setItem(index, column, slicer_bridge.read_only_item(text))
             roleBox = slicer_bridge.choice_box()
             roleBox.addItems(list(study.ROLES))
             roleBox.currentText = row.role
@@ -380,8 +378,7 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self._setGradeCell(r, c, row, attribute)
                 else:
                     text = pair.name if side is None else report_table.cell_text(row, attribute)
-                    item = qt.QTableWidgetItem(text)
-                    item.setFlags(item.flags() & ~qt.Qt.ItemIsEditable)
+                    item = slicer_bridge.read_only_item(text)
                     item.setData(qt.Qt.UserRole, pair.key)
                     table.setItem(r, c, item)
         table.resizeColumnsToContents()

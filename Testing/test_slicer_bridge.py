@@ -262,9 +262,9 @@ def test_table_choice_boxes_leave_the_mouse_wheel_to_the_panel(monkeypatch):
         def wheelEvent(self, event):
             event.changed_choice = True
 
-    qt = types.SimpleNamespace(QComboBox=QComboBox, Qt=types.SimpleNamespace(StrongFocus=11))
+    qt = types.ModuleType("qt")
+    qt.QComboBox, qt.Qt = QComboBox, types.SimpleNamespace(StrongFocus=11)
     monkeypatch.setitem(sys.modules, "qt", qt)
-    monkeypatch.setattr(slicer_bridge, "_CHOICE_BOX_CLASS", [])
     box = slicer_bridge.choice_box()
     event = types.SimpleNamespace(ignored=False, changed_choice=False)
     event.ignore = lambda: setattr(event, "ignored", True)

@@ -5,6 +5,7 @@ by pytest. Nothing here computes on voxels; the core does that in a background p
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -270,16 +271,21 @@ def choice_box():
     return box
 
 
-_CHOICE_BOX_CLASS = []
-
-
+@functools.cache
 def _choice_box_class(qt):
-    if not _CHOICE_BOX_CLASS:
-        class ChoiceBox(qt.QComboBox):
-            def wheelEvent(self, event):
-                event.ignore()   # the table (and the panel) scroll instead
-        _CHOICE_BOX_CLASS.append(ChoiceBox)
-    return _CHOICE_BOX_CLASS[0]
+    class ChoiceBox(qt.QComboBox):
+        def wheelEvent(self, event):
+            event.ignore()   # the table (and the panel) scroll instead
+    return ChoiceBox
+
+
+def read_only_item(text: str):
+    """A table cell the user can select but not type into."""
+    import qt
+
+    item = qt.QTableWidgetItem(text)
+    item.setFlags(item.flags() & ~qt.Qt.ItemIsEditable)
+    return item
 
 
 def jump_to_label(segmentation_node, label_value: int) -> bool:

@@ -26,22 +26,27 @@ def add_arguments(parser) -> None:
 
 
 def _replay(folder: Path | None, out: Path, header: dict):
-    """Replay slices drawn as the model was trained: its label maps (else the phantom's), with the
-    patchy fatty replacement it learnt, so that fine-tuning does not wear that off."""
+    """Replay slices drawn as the model was trained: its label maps' shapes, with the patchy fatty
+    replacement it learnt, so that fine-tuning does not wear that off."""
     import dataclasses
 
-    from ..segmentation.finetune import phantom_replay, training_setting
+    from ..segmentation.finetune import training_setting
+    share = float(training_setting(header, "fatty_infiltration") or 0.0)
+    return dataclasses.replace(_replay_shapes(folder, out, header), fatty_infiltration=share)
+
+
+def _replay_shapes(folder: Path | None, out: Path, header: dict):
+    """Training label maps to replay (default: the shared data's), else the phantom's anatomy."""
+    from ..segmentation.finetune import phantom_replay
     from ..segmentation.train import DEFAULT_LABEL_MAPS, load_slices, split_maps
     folder = folder or DEFAULT_LABEL_MAPS
     spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
-    replay = None
     if folder.is_dir():
         maps = sorted(p for p in folder.iterdir() if p.name.endswith((".nii.gz", ".nii", ".nrrd")))
         if len(maps) >= 2:
             train_maps, _ = split_maps(maps)
-            replay = load_slices(train_maps, out, spacing, size)
-    replay = replay if replay is not None else phantom_replay(spacing_mm=spacing, size=size)
-    return dataclasses.replace(replay, fatty_infiltration=float(training_setting(header, "fatty_infiltration") or 0.0))
+            return load_slices(train_maps, out, spacing, size)
+    return phantom_replay(spacing_mm=spacing, size=size)
 
 
 CALF_REPLAY_FRACTION = 0.2    # of the replayed slices

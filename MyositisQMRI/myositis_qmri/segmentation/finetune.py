@@ -18,8 +18,7 @@ from ..geometry import align_labels_to
 from ..progress import Progress, step
 from ..volume import Volume
 from . import synth
-from .canonical import LegWindow, crop_leg, model_grid_image
-from .canonical import leg_crops
+from .canonical import LegWindow, crop_leg, leg_crops, model_grid_image
 from .labels import LEFT_OFFSET, N_MUSCLES, muscle_index
 from .model import default_model_path, dice_per_label, load_model, save_model
 from .train import evaluate, make_batch, predict_slices
