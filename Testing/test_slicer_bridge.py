@@ -138,7 +138,8 @@ def fake_slicer(monkeypatch):
                 JumpSlicesToLocation=lambda x, y, z, centred: scene.jumps.append((x, y, z))))),
         vtkSegmentation=types.SimpleNamespace(EXTENT_REFERENCE_GEOMETRY=1),
         util=types.SimpleNamespace(
-            exportNode=lambda node, path, properties={}: scene.exported.append((node, path, dict(properties))) or True,
+            exportNode=lambda node, path, properties={}, world=False:
+                scene.exported.append((node, path, dict(properties), world)) or True,
             saveNode=lambda node, path, properties={}: pytest.fail("saveNode would repoint the node's storage")))
     monkeypatch.setitem(sys.modules, "slicer", slicer)
     monkeypatch.setitem(sys.modules, "vtk", types.SimpleNamespace(mutable=Mutable, vtkStringArray=StringArray))
@@ -165,10 +166,18 @@ def test_label_tags_are_read_through_the_reference_argument(fake_slicer):
 def test_exported_label_map_keeps_the_schema_values(fake_slicer, tmp_path, new_api):
     fake_slicer.new_api = new_api
     path = slicer_bridge.export_label_map(_muscles(), object(), tmp_path / "edited.nii.gz")
-    labelmap, written, properties = fake_slicer.exported[0]
-    assert written == str(path) and properties == {}
+    labelmap, written, properties, world = fake_slicer.exported[0]
+    # world: the label map lands where Slicer shows it, as the exported structural volume does
+    assert written == str(path) and properties == {} and world
     assert labelmap.values == {"Sartorius (right)": 1, "Gracilis (left)": 18}   # the untagged one is left out
     assert labelmap in fake_slicer.removed    # temporary nodes leave the scene
+
+
+def test_volumes_reach_the_core_in_world_coordinates(fake_slicer, tmp_path):
+    volume = types.SimpleNamespace(GetName=lambda: "T1w")
+    path = slicer_bridge.export_volume(volume, tmp_path, "structural")
+    assert fake_slicer.exported == [(volume, str(tmp_path / "structural.nii.gz"), {}, True)]
+    assert path == tmp_path / "structural.nii.gz"
 
 
 def test_muscles_added_from_the_terminology_join_the_export_once(fake_slicer, tmp_path):

@@ -85,12 +85,14 @@ def export_volume(node, folder: str | Path, name: str) -> Path:
 
 def _write_node(node, path: Path) -> bool:
     """Write a node to a file without pointing its storage node there (a later "Save scene" must
-    still save the user's data where it was), as slicer.util.exportNode does (Slicer >= 5.6)."""
+    still save the user's data where it was), as slicer.util.exportNode does (Slicer >= 5.6).
+    The file holds world coordinates: a volume the user placed under a (registration) transform
+    reaches the core where Slicer shows it, and the results come back aligned with it."""
     import slicer
 
     if hasattr(slicer.util, "exportNode"):
         # A fresh properties dict: exportNode stores the file format in the one it is given.
-        return bool(slicer.util.exportNode(node, str(path), {}))
+        return bool(slicer.util.exportNode(node, str(path), {}, world=True))
     return bool(slicer.util.saveNode(node, str(path)))
 
 
