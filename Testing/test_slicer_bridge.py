@@ -111,12 +111,43 @@ class ColorTable:
         return {i: f"R={i} G={i} B={i}" for i in self.names}
 
 
+class VolumeNode(types.SimpleNamespace):
+    def __init__(self, name):
+        super().__init__(name=name, transform_id=None)
+
+    def GetName(self):
+        return self.name
+
+    def Copy(self, other):
+        self.pixels = other.pixels      # vtkMRMLNode::Copy: content, not the scene's transform
+
+    def SetAndObserveTransformNodeID(self, transform_id):
+        self.transform_id = transform_id
+
+
+class EchoSequence:
+    """A sequence of echoes (index: TE in ms), shown through a proxy node under a transform."""
+
+    def __init__(self, times_ms, transform_id):
+        self.echoes = [types.SimpleNamespace(pixels=f"echo {t}") for t in times_ms]
+        self.times_ms, self.proxy = times_ms, types.SimpleNamespace(GetTransformNodeID=lambda: transform_id)
+
+    def GetNumberOfDataNodes(self):
+        return len(self.echoes)
+
+    def GetNthDataNode(self, i):
+        return self.echoes[i]
+
+    def GetNthIndexValue(self, i):
+        return str(self.times_ms[i])
+
+
 @pytest.fixture
 def fake_slicer(monkeypatch):
     scene = types.SimpleNamespace(nodes=[], removed=[], exported=[], jumps=[], new_api=True)
 
     def add_node(class_name, name=""):
-        node = ColorTable(scene.new_api) if class_name == "vtkMRMLColorTableNode" else types.SimpleNamespace()
+        node = ColorTable(scene.new_api) if class_name == "vtkMRMLColorTableNode" else VolumeNode(name)
         scene.nodes.append(node)
         return node
 
@@ -134,6 +165,9 @@ def fake_slicer(monkeypatch):
         modules=types.SimpleNamespace(
             segmentations=types.SimpleNamespace(logic=lambda: types.SimpleNamespace(
                 ExportSegmentsToLabelmapNode=export_segments)),
+            sequences=types.SimpleNamespace(logic=lambda: types.SimpleNamespace(
+                GetFirstBrowserNodeForSequenceNode=lambda sequence: types.SimpleNamespace(
+                    GetProxyNode=lambda node: node.proxy))),
             markups=types.SimpleNamespace(logic=lambda: types.SimpleNamespace(
                 JumpSlicesToLocation=lambda x, y, z, centred: scene.jumps.append((x, y, z))))),
         vtkSegmentation=types.SimpleNamespace(EXTENT_REFERENCE_GEOMETRY=1),
@@ -178,6 +212,15 @@ def test_volumes_reach_the_core_in_world_coordinates(fake_slicer, tmp_path):
     path = slicer_bridge.export_volume(volume, tmp_path, "structural")
     assert fake_slicer.exported == [(volume, str(tmp_path / "structural.nii.gz"), {}, True)]
     assert path == tmp_path / "structural.nii.gz"
+
+
+def test_echoes_keep_the_transform_of_the_series_shown(fake_slicer, tmp_path):
+    paths, times_ms = slicer_bridge.export_echo_volumes(EchoSequence([10.0, 20.0], "vtkMRMLLinearTransformNode1"),
+                                                        tmp_path, "mese")
+    assert times_ms == [10.0, 20.0] and [p.name for p in paths] == ["mese_echo01.nii.gz", "mese_echo02.nii.gz"]
+    written = [(node.pixels, node.transform_id, world) for node, _, _, world in fake_slicer.exported]
+    assert written == [("echo 10.0", "vtkMRMLLinearTransformNode1", True), ("echo 20.0", "vtkMRMLLinearTransformNode1", True)]
+    assert fake_slicer.removed == [node for node, *_ in fake_slicer.exported]
 
 
 def test_muscles_added_from_the_terminology_join_the_export_once(fake_slicer, tmp_path):

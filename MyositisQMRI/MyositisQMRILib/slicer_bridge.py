@@ -96,16 +96,28 @@ def _write_node(node, path: Path) -> bool:
     return bool(slicer.util.saveNode(node, str(path)))
 
 
+def _proxy_transform_id(sequence_node) -> str | None:
+    """The transform the user put the echoes under: it sits on the browser's proxy node, not on
+    the sequence's data nodes."""
+    import slicer
+
+    browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(sequence_node)
+    proxy = browser.GetProxyNode(sequence_node) if browser else None
+    return proxy.GetTransformNodeID() if proxy else None
+
+
 def export_echo_volumes(node, folder: str | Path, name: str) -> tuple[list[Path], list[float]]:
     """A multi-echo sequence node to one NIfTI per echo, with echo times from its index (ms)."""
     import slicer
 
     paths, times = [], []
+    transform_id = _proxy_transform_id(node)
     for i in range(node.GetNumberOfDataNodes()):
         echo = node.GetNthDataNode(i)
         path = Path(folder) / f"{name}_echo{i + 1:02d}.nii.gz"
         storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{name}_echo{i + 1}")
         storage.Copy(echo)
+        storage.SetAndObserveTransformNodeID(transform_id)
         try:
             export_volume(storage, folder, path.name[:-7])
         finally:
