@@ -45,6 +45,24 @@ def test_weights_and_identity_come_from_bytes_read_once(tmp_path):
         M.read_model_bytes(tmp_path / "missing.safetensors")
 
 
+def test_header_and_weights_come_from_the_same_bytes_when_the_file_changes(tmp_path):
+    """A file replaced between reading and loading cannot pair one file's header with another's weights."""
+    header = _tiny_header()
+    path = M.save_model(M.build_network(header["architecture"]), header, tmp_path / "m.safetensors")
+    content = M.read_model_bytes(path)
+    replaced = {**_tiny_header(), "provenance": {"steps": 99}}
+    M.save_model(M.build_network(replaced["architecture"]), replaced, path)
+    assert "steps" not in M.load_model(path, file_bytes=content)[1].get("provenance", {})
+    assert M.load_model(path)[1]["provenance"] == {"steps": 99}
+
+
+def _refused_both_ways(path, match=None):
+    """load_model refuses the file read from disk and the same file passed as bytes."""
+    for file_bytes in (None, path.read_bytes()):
+        with pytest.raises(ModelFileError, match=match):
+            M.load_model(path, file_bytes=file_bytes)
+
+
 def test_recorded_metrics_join_the_header_and_leave_the_weights(tmp_path):
     header = _tiny_header()
     network = M.build_network(header["architecture"])
@@ -63,8 +81,7 @@ def test_pickled_file_is_refused_without_unpickling(tmp_path):
     for name in ("m.pt", "m.safetensors"):
         path = tmp_path / name
         torch.save(network.state_dict(), path)
-        with pytest.raises(ModelFileError):
-            M.load_model(path)
+        _refused_both_ways(path)
 
 
 def test_headerless_and_mismatched_headers_are_refused(tmp_path):
@@ -72,29 +89,28 @@ def test_headerless_and_mismatched_headers_are_refused(tmp_path):
     tensors = {k: v.contiguous() for k, v in network.state_dict().items()}
     bare = tmp_path / "bare.safetensors"
     save_file(tensors, str(bare))
-    with pytest.raises(ModelFileError, match="no 'myositis_qmri' JSON header"):
-        M.load_model(bare)
+    _refused_both_ways(bare, "no 'myositis_qmri' JSON header")
     wrong_labels = _tiny_header()
     wrong_labels["labels"]["1"] = "gluteus_maximus"
     path = tmp_path / "labels.safetensors"
     save_file(tensors, str(path), metadata={M.HEADER_KEY: json.dumps(wrong_labels)})
-    with pytest.raises(ModelFileError, match="label schema"):
-        M.load_model(path)
+    _refused_both_ways(path, "label schema")
     no_spacing = _tiny_header()
     del no_spacing["spacing_mm"]
     path = tmp_path / "spacing.safetensors"
     save_file(tensors, str(path), metadata={M.HEADER_KEY: json.dumps(no_spacing)})
-    with pytest.raises(ModelFileError, match="spacing_mm"):
-        M.load_model(path)
+    _refused_both_ways(path, "spacing_mm")
     # Header describing another network than the weights.
     other = _tiny_header()
     other["architecture"]["channels"] = [8, 16]
     path = tmp_path / "arch.safetensors"
     save_file(tensors, str(path), metadata={M.HEADER_KEY: json.dumps(other)})
-    with pytest.raises(ModelFileError, match="weights do not match"):
-        M.load_model(path)
+    _refused_both_ways(path, "weights do not match")
     with pytest.raises(ModelFileError, match="not found"):
         M.load_model(tmp_path / "missing.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(bare.read_bytes()[:40])
+    _refused_both_ways(truncated, "not a readable safetensors file")
 
 
 def test_default_model_path_honours_environment(tmp_path, monkeypatch):

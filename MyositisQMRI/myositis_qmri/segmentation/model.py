@@ -98,24 +98,16 @@ def record_metrics(path: str | Path | None, name: str, result: dict) -> Path:
     return save_model(network, header, path)
 
 
-def read_header(path: str | Path) -> dict:
-    """The JSON header of a model file (refusing anything that is not safetensors + header)."""
-    from safetensors import safe_open
-    path = Path(path)
-    if not path.exists():
-        raise ModelFileError(path, "model file not found")
-    if path.suffix.lower() in PICKLE_SUFFIXES or path.suffix.lower() != ".safetensors":
-        raise ModelFileError(path, "not a .safetensors model file (pickled PyTorch files are refused "
-                                   "because loading them can run code)")
-    with open(path, "rb") as handle:
-        head = handle.read(8)
+def read_header(path: str | Path, file_bytes: bytes | None = None) -> dict:
+    """The JSON header of a model file (refusing anything that is not safetensors + header).
+
+    file_bytes, the file's content already read, is checked instead of the file on disk.
+    """
+    path = _check_model_path(path)
+    head = file_bytes[:8] if file_bytes is not None else path.open("rb").read(8)
     if len(head) < 8 or head[:2] == b"\x80\x02" or head[:2] == b"PK":
         raise ModelFileError(path, "not a safetensors file (looks like a pickle or zip archive)")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types
-        raise ModelFileError(path, f"not a readable safetensors file ({exc})") from None
+    metadata = _safetensors_metadata(path, file_bytes)
     if HEADER_KEY not in metadata:
         raise ModelFileError(path, f"safetensors file has no {HEADER_KEY!r} JSON header")
     try:
@@ -126,21 +118,45 @@ def read_header(path: str | Path) -> dict:
     return header
 
 
+def _check_model_path(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(path, "model file not found")
+    if path.suffix.lower() in PICKLE_SUFFIXES or path.suffix.lower() != ".safetensors":
+        raise ModelFileError(path, "not a .safetensors model file (pickled PyTorch files are refused "
+                                   "because loading them can run code)")
+    return path
+
+
+def _safetensors_metadata(path: Path, file_bytes: bytes | None) -> dict:
+    """The string metadata of a safetensors file: an 8-byte little-endian length, then that much JSON."""
+    from safetensors import safe_open
+    try:
+        if file_bytes is None:
+            with safe_open(str(path), framework="pt") as handle:
+                return handle.metadata() or {}
+        length = int.from_bytes(file_bytes[:8], "little")
+        if length > len(file_bytes) - 8:
+            raise ValueError(f"header length {length} runs past the end of the file")
+        return json.loads(file_bytes[8:8 + length]).get("__metadata__") or {}
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelFileError(path, f"not a readable safetensors file ({exc})") from None
+
+
 def read_model_bytes(path: str | Path) -> bytes:
-    """A model file's content, once its header is checked (a missing or foreign file is refused)."""
-    read_header(path)
-    return Path(path).read_bytes()
+    """A model file's content, read once; load_model(file_bytes=...) checks its header from them."""
+    return _check_model_path(path).read_bytes()
 
 
 def load_model(path: str | Path | None = None, device: str | None = None, file_bytes: bytes | None = None):
     """(network in eval mode, header) from a model file; None loads the shipped default.
 
-    file_bytes, the file's content already read, loads the weights from it rather than reading the
-    file again, so that a caller hashing the same bytes names exactly the weights it ran.
+    file_bytes, the file's content already read, gives both the header and the weights, so that
+    a caller hashing the same bytes names exactly the model it ran.
     """
     from safetensors.torch import load, load_file
     path = Path(path) if path is not None else default_model_path()
-    header = read_header(path)
+    header = read_header(path, file_bytes)
     network = build_network(header["architecture"])
     tensors = load(file_bytes) if file_bytes is not None else load_file(str(path), device="cpu")
     expected = network.state_dict()
