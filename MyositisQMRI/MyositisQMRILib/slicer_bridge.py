@@ -179,20 +179,26 @@ def label_tag(segment) -> str:
 def schema_value(segment) -> int | None:
     """The schema label value of a segment: its tag, else its name when the reviewer added it from
     the muscle terminology (named "Sartorius (right)" and so on); None for any other segment."""
+    tag = label_tag(segment)
+    return int(tag) if tag else _value_by_name(segment)
+
+
+def _value_by_name(segment) -> int | None:
     from myositis_qmri.segmentation import labels
 
-    tag = label_tag(segment)
-    if tag:
-        return int(tag)
     label = next((label for label in labels.LABELS if label.name == segment.GetName()), None)
     return label.value if label else None
 
 
 def segment_id_for_label(segmentation_node, label_value: int) -> str | None:
+    """The segment showing a schema label: by tag, by name, or (neither, as a label map loaded by
+    hand gives) by its own label value."""
     segmentation = segmentation_node.GetSegmentation()
     for index in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(index)
-        if schema_value(segment) == label_value or (not label_tag(segment) and segment.GetLabelValue() == label_value):
+        tag = label_tag(segment)
+        shown = int(tag) if tag else (_value_by_name(segment) or segment.GetLabelValue())
+        if shown == label_value:
             return segmentation.GetNthSegmentID(index)
     return None
 
