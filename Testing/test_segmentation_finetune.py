@@ -51,8 +51,12 @@ def test_replay_draws_the_fatty_infiltration_the_model_learnt(tmp_path):
     empty = tmp_path / "no_maps"
     empty.mkdir()
     assert _replay(empty, tmp_path / "m.safetensors", header).fatty_infiltration == 0.5     # phantom replay
+    assert _replay(empty, tmp_path / "m.safetensors", header).infiltration_patterns == ("patches",)
     plain = {**header, "provenance": {"steps": 3}}
     assert _replay(empty, tmp_path / "m.safetensors", plain).fatty_infiltration == 0.0
+    shaped = {**header, "provenance": {"finetuned_from": "i", "source_provenance": {
+        "fatty_infiltration": 0.5, "infiltration_patterns": ["patches", "streaks", "rim"]}}}
+    assert _replay(empty, tmp_path / "m.safetensors", shaped).infiltration_patterns == ("patches", "streaks", "rim")
 
 
 def test_finetune_replays_calf_negatives_when_the_model_learnt_them(tmp_path, calf_roi_folder):

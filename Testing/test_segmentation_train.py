@@ -58,6 +58,47 @@ def test_fat_infiltrates_only_muscle_between_muscle_and_fat_signal():
     assert changed >= 8     # severities are drawn per muscle, most of them mild
 
 
+def _one_muscle_in_fat():
+    tissue = np.full((96, 96), synth.FAT, np.uint8)
+    tissue[20:76, 20:76] = 3
+    return tissue
+
+
+def test_rim_infiltration_is_fattest_at_the_muscle_edge():
+    """Fat creeping in from the fascia: over many draws, the muscle's outer ring takes more fat
+    than its core (the plain patches show no such gradient)."""
+    tissue = _one_muscle_in_fat()
+    image = np.where(tissue == 3, 0.0, 1.0)       # muscle 0, fat 1: in-phase output is the fat fraction
+    ring = np.zeros_like(tissue, bool)        # 1-5 pixels in: past the opposed-phase dark edge
+    ring[21:75, 21:75], ring[26:70, 26:70] = True, False
+    core = np.zeros_like(ring)
+    core[36:60, 36:60] = True
+    outer_minus_core = {}
+    for kind in ("patches", "rim"):
+        draws = [synth.infiltrate_fat(np.random.default_rng(s), image.copy(), tissue, 1.0, 1.5, (kind,))
+                 for s in range(40)]
+        outer_minus_core[kind] = np.mean([d[ring].mean() - d[core].mean() for d in draws])
+    assert outer_minus_core["rim"] > 0.04 and abs(outer_minus_core["patches"]) < 0.03
+
+
+def test_streak_infiltration_runs_along_one_direction_per_muscle():
+    """Streaks: the fat varies less along the streaks than across them (patches: alike both ways)."""
+    tissue = np.zeros((128, 128), np.int64)
+    tissue[:] = 3
+    field = synth._streak_field(np.random.default_rng(3), tissue, 4.0, n_directions=1)
+    gy, gx = np.gradient(field)
+    covariance = np.cov(np.stack([gy.ravel(), gx.ravel()]))
+    spreads = np.linalg.eigvalsh(covariance)       # gradient spread along / across the streaks
+    assert spreads[1] / spreads[0] > 4
+    assert abs(field.std() - 1) < 0.05
+
+
+def test_unknown_infiltration_pattern_is_refused():
+    with pytest.raises(ValueError, match="marbling"):
+        synth.infiltrate_fat(np.random.default_rng(0), np.zeros((96, 96)), _one_muscle_in_fat(), 1.0, 1.5,
+                             ("patches", "marbling"))
+
+
 def test_fatty_infiltration_share_zero_draws_the_plain_synthesis(tmp_path):
     slices = synth.prepare_leg_slices(_label_maps(tmp_path, (1,)), 2.3, 96)
     plain = synth.synthesize(np.random.default_rng(4), slices.labels[0], 96, 2.3)
@@ -78,6 +119,7 @@ def test_short_training_run_resumes(tmp_path):
     header = read_header(out)
     assert header["provenance"]["steps"] == 2 and "synthetic_validation" in header["metrics"]
     assert header["provenance"]["fatty_infiltration"] == 0.5
+    assert header["provenance"]["infiltration_patterns"] == ["patches"]
     config.steps = 3
     state = train(config, resume=True)
     assert state["step"] == 3 and len(state["history"]) == 2

@@ -32,7 +32,9 @@ def _replay(folder: Path | None, out: Path, header: dict):
 
     from ..segmentation.finetune import training_setting
     share = float(training_setting(header, "fatty_infiltration") or 0.0)
-    return dataclasses.replace(_replay_shapes(folder, out, header), fatty_infiltration=share)
+    patterns = tuple(training_setting(header, "infiltration_patterns") or ("patches",))
+    return dataclasses.replace(_replay_shapes(folder, out, header), fatty_infiltration=share,
+                               infiltration_patterns=patterns)
 
 
 def _replay_shapes(folder: Path | None, out: Path, header: dict):

@@ -39,8 +39,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fatty-infiltration", type=float, default=0.0, metavar="SHARE",
                         help="share of training images whose muscles are partly replaced by fat, in "
                              "patches (the disease's chronic damage); 0 keeps the plain synthesis")
+    parser.add_argument("--infiltration-patterns", default=("patches",), metavar="NAMES", type=_pattern_names,
+                        help="comma-separated shapes the fat takes, one drawn per image: patches (islands), "
+                             "streaks (along the fibres), rim (in from the fascia); default: patches")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint next to --out (default: start afresh)")
+
+
+def _pattern_names(text: str) -> tuple[str, ...]:
+    import argparse
+
+    from ..segmentation.synth import check_infiltration_patterns
+    try:
+        return check_infiltration_patterns(tuple(name.strip() for name in text.split(",") if name.strip()))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(args) -> int:
@@ -73,6 +86,7 @@ def main(args) -> int:
                          negative_images=tuple(args.negative_image),
                          negative_image_fraction=args.negative_image_fraction,
                          fatty_infiltration=args.fatty_infiltration,
+                         infiltration_patterns=args.infiltration_patterns,
                          extra_training_maps=tuple(write_phantom_label_maps(
                              args.out.parent / "phantom_label_maps", range(1, args.phantoms + 1))))
     state = train(config, resume=args.resume)

@@ -11,6 +11,7 @@ outlines (hip and pelvis), their intensity classes redrawn at random.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,16 +42,18 @@ class LegSlices:
     source: np.ndarray  # index into `names`
     names: list[str]
     fatty_infiltration: float = 0.0   # share of draws with fat replacing muscle inside (synthesize)
+    infiltration_patterns: tuple[str, ...] = ("patches",)   # shapes that fat takes (INFILTRATION_PATTERNS)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def draw(self, rng, index: int, out_size: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
-        return synthesize(rng, self.labels[index], out_size, spacing_mm, self.fatty_infiltration)
+        return synthesize(rng, self.labels[index], out_size, spacing_mm, self.fatty_infiltration,
+                          self.infiltration_patterns)
 
     def subset(self, names: set[str]) -> "LegSlices":
         keep = np.array([self.names[i] in names for i in self.source], dtype=bool)
-        return LegSlices(self.labels[keep], self.source[keep], self.names, self.fatty_infiltration)
+        return dataclasses.replace(self, labels=self.labels[keep], source=self.source[keep])
 
 
 # A muscle missing from one slice of a pair counts as this many pixels outside it there, so the
@@ -416,18 +419,20 @@ def _tissue_intensities(rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float,
-               fatty_infiltration: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+               fatty_infiltration: float = 0.0,
+               infiltration_patterns: tuple[str, ...] = ("patches",)) -> tuple[np.ndarray, np.ndarray]:
     """One random image (out_size^2, float32, roughly 0..1) and its target (0..11) from a label crop.
 
     fatty_infiltration: the share of draws whose muscles are partly replaced by fat (infiltrate_fat);
-    0 draws exactly what earlier versions drew from the same generator.
+    0 draws exactly what earlier versions drew from the same generator; infiltration_patterns: the
+    shapes fat takes, one drawn per image (INFILTRATION_PATTERNS).
     """
     warped = _deform(rng, labels, out_size)
     tissue = add_tissues(rng, warped, spacing_mm)
     means, stds = _tissue_intensities(rng)
     image = means[tissue] + stds[tissue] * rng.normal(0, 1, tissue.shape)
     if fatty_infiltration > 0 and rng.random() < fatty_infiltration:
-        image = infiltrate_fat(rng, image, tissue, means[FAT], spacing_mm)
+        image = infiltrate_fat(rng, image, tissue, means[FAT], spacing_mm, infiltration_patterns)
     image = _scanner_effects(rng, image)
     target = np.where(warped <= N_MUSCLES, warped, 0).astype(np.int64)
     return normalize_slice(image.astype(np.float32)), target
@@ -436,23 +441,40 @@ def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float,
 # Fatty replacement, the chronic damage this tool grades, is patchy: fat streaks and islands
 # ("moth-eaten" muscle, Mercuri grades 2-3) a few millimetres across, worse in some muscles.
 INFILTRATION_SCALE_MM = (1.5, 6.0)
+# The shapes fat takes: "patches" (islands, any direction), "streaks" (along the fibres, one
+# direction per muscle), "rim" (creeping in from the fascia, the muscle's outline blurred into fat).
+INFILTRATION_PATTERNS = ("patches", "streaks", "rim")
+
+
+def check_infiltration_patterns(patterns) -> tuple[str, ...]:
+    """The names given, if each is one of INFILTRATION_PATTERNS (and there is at least one)."""
+    unknown = set(patterns) - set(INFILTRATION_PATTERNS)
+    if unknown or not patterns:
+        raise ValueError(f"fat infiltration patterns {sorted(unknown) or '(none)'}: choose from {INFILTRATION_PATTERNS}")
+    return tuple(patterns)
 
 
 def infiltrate_fat(rng, image: np.ndarray, tissue: np.ndarray, fat_intensity: float,
-                   spacing_mm: float) -> np.ndarray:
+                   spacing_mm: float, patterns: tuple[str, ...] = ("patches",)) -> np.ndarray:
     """Muscle pixels partly replaced by fat: a patchy fat-fraction map per muscle (its own severity),
     mixed as in-phase images mix (signal between muscle and fat) or, in half the draws, as
     opposed-phase images do (|water - fat|: dark where fat and water cancel, at about half fat),
     where the fascia and the muscle's edge against fat, part fat themselves, also turn dark
-    (the "India ink" outline of opposed-phase images)."""
+    (the "India ink" outline of opposed-phase images). patterns: the shapes one is drawn from
+    (INFILTRATION_PATTERNS); a single one draws nothing to choose it."""
+    check_infiltration_patterns(patterns)
+    kind = patterns[0] if len(patterns) == 1 else patterns[rng.integers(len(patterns))]
     muscle_tissues = np.r_[np.arange(1, OTHER_LEG + 1), OTHER_MUSCLE]
     severity = np.zeros(N_TISSUES)
     severity[muscle_tissues] = rng.uniform(0.15, 0.9) * rng.uniform(0, 1, len(muscle_tissues)) ** 2
     scale_px = rng.uniform(*INFILTRATION_SCALE_MM) / spacing_mm
-    pattern = _smooth_field(rng, image.shape, scale_px, 1.0)
+    pattern = (_streak_field(rng, tissue, scale_px) if kind == "streaks"
+               else _smooth_field(rng, image.shape, scale_px, 1.0))
     threshold = rng.uniform(-0.5, 1.0)
     patches = np.clip((pattern - threshold) / rng.uniform(0.2, 0.8), 0, 1)
     fraction = severity[tissue] * (patches + rng.uniform(0, 0.5) * (1 - patches))
+    if kind == "rim":
+        fraction = np.maximum(fraction, np.sqrt(severity[tissue]) * _rim_weight(rng, tissue, spacing_mm))
     fat = fat_intensity + rng.normal(0, 0.02, image.shape)
     if rng.random() < 0.5:
         muscle = np.isin(tissue, muscle_tissues)
@@ -461,6 +483,26 @@ def infiltrate_fat(rng, image: np.ndarray, tissue: np.ndarray, fat_intensity: fl
         fraction = np.where(tissue == FASCIA, rng.uniform(0.35, 0.65), fraction)
         return np.abs((1 - fraction) * image - fraction * fat)
     return (1 - fraction) * image + fraction * fat
+
+
+def _streak_field(rng, tissue: np.ndarray, scale_px: float, n_directions: int = 3) -> np.ndarray:
+    """Zero-mean field of unit spread, stretched 3-8x along one of a few directions, each muscle
+    taking one: fat laid down between fibre bundles, cut at the fibres' angle to the slice."""
+    field = np.zeros(tissue.shape)
+    direction_of = rng.integers(0, n_directions, N_TISSUES)
+    for direction in range(n_directions):
+        sigma_px = scale_px / 2
+        noise = ndimage.gaussian_filter(rng.normal(0, 1, tissue.shape), (sigma_px * rng.uniform(3, 8), sigma_px))
+        noise = ndimage.rotate(noise, rng.uniform(0, 180), reshape=False, mode="reflect")
+        field = np.where(direction_of[tissue] == direction, noise / (noise.std() + 1e-9), field)
+    return field
+
+
+def _rim_weight(rng, tissue: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """1 at every tissue boundary, fading inward over 2-8 mm: fat replacing a muscle from its edge."""
+    boundary = ndimage.grey_dilation(tissue, size=3) != ndimage.grey_erosion(tissue, size=3)
+    depth_mm = ndimage.distance_transform_edt(~boundary) * spacing_mm
+    return np.exp(-depth_mm / rng.uniform(2, 8))
 
 
 def _scanner_effects(rng, image: np.ndarray) -> np.ndarray:

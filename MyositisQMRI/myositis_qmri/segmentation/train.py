@@ -51,6 +51,7 @@ class TrainConfig:
     negative_images: tuple[str, ...] = ()  # "PATH[:FIRST-LAST]" real slices without thigh muscle (hip)
     negative_image_fraction: float = 0.05  # share of training slices drawn from negative_images
     fatty_infiltration: float = 0.0  # share of training draws with patchy fat inside muscles (synth.infiltrate_fat)
+    infiltration_patterns: tuple[str, ...] = ("patches",)   # shapes the fat takes (synth.INFILTRATION_PATTERNS)
 
 
 def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
@@ -190,7 +191,8 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
     train_maps = train_maps + list(config.extra_training_maps)
     step(f"{len(train_maps)} training and {len(val_maps)} validation label maps")
     slices = load_slices(train_maps, config.out, config.spacing_mm, config.crop_px, config.between_slices)
-    slices = dataclasses.replace(slices, fatty_infiltration=config.fatty_infiltration)   # validation stays plain
+    slices = dataclasses.replace(slices, fatty_infiltration=config.fatty_infiltration,    # validation stays plain
+                                 infiltration_patterns=tuple(config.infiltration_patterns))
     val_slices = load_slices(val_maps, config.out, config.spacing_mm, config.crop_px)
     calves = (synth.prepare_calf_slices(list(config.calf_rois), config.spacing_mm, config.crop_px)
               if config.calf_rois else None)
@@ -251,6 +253,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                         "steps": state["step"], "batch_size": config.batch_size, "seed": config.seed,
                         "learning_rate": config.learning_rate, "between_slices": config.between_slices,
                         "fatty_infiltration": config.fatty_infiltration,
+                        "infiltration_patterns": list(config.infiltration_patterns),
                         "initialised_from": initialised_from,
                         "negative_anatomy": None if calves is None else {
                             "calf_roi_files": calves.names, "fraction": config.negative_fraction,
