@@ -248,7 +248,7 @@ def test_little_thigh_muscle_is_warned():
         _warn_if_little_thigh(thigh_muscle_fraction(probs, body), "enough.nii.gz")
     assert not caught
     probs[3].reshape(-1)[np.flatnonzero(body)[share - 1]] = 0.0           # one voxel short
-    with pytest.warns(UserWarning, match=r"short.nii.gz: thigh muscles cover only 1\d % of the body"):
+    with pytest.warns(UserWarning, match=r"short.nii.gz: thigh muscles cover only \d+ % of the body"):
         _warn_if_little_thigh(thigh_muscle_fraction(probs, body), "short.nii.gz")
 
 
