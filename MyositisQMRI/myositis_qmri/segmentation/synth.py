@@ -488,10 +488,9 @@ def infiltrate_fat(rng, image: np.ndarray, tissue: np.ndarray, fat_intensity: fl
 def _streak_field(rng, tissue: np.ndarray, scale_px: float, n_directions: int = 3) -> np.ndarray:
     """Zero-mean field of unit spread, stretched 3-8x along one of a few directions, each muscle
     taking one: fat laid down between fibre bundles, cut at the fibres' angle to the slice."""
-    field = np.zeros(tissue.shape)
+    field, sigma_px = np.zeros(tissue.shape), scale_px / 2
     direction_of = rng.integers(0, n_directions, N_TISSUES)
     for direction in range(n_directions):
-        sigma_px = scale_px / 2
         noise = ndimage.gaussian_filter(rng.normal(0, 1, tissue.shape), (sigma_px * rng.uniform(3, 8), sigma_px))
         noise = ndimage.rotate(noise, rng.uniform(0, 180), reshape=False, mode="reflect")
         field = np.where(direction_of[tissue] == direction, noise / (noise.std() + 1e-9), field)
