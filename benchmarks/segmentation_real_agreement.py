@@ -54,7 +54,7 @@ def fatty_thigh_images(folder: Path) -> dict:
     files = sorted((folder / FATTY_THIGH).glob("*.nii.gz"))
     if len(files) != 3:
         raise SystemExit(f"{folder / FATTY_THIGH}: expected the three echo files")
-    return {f"echo {te} ms": read_volume(path) for te, path in zip(("3.45", "4.60", "5.75"), files)}
+    return {f"echo {te:.2f} ms": read_volume(path) for te, path in zip(ECHO_TIMES_MS, files)}
 
 
 def run(images: dict, model, tta: bool):

@@ -196,9 +196,8 @@ def segment_id_for_label(segmentation_node, label_value: int) -> str | None:
     segmentation = segmentation_node.GetSegmentation()
     for index in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(index)
-        tag = label_tag(segment)
-        shown = int(tag) if tag else (_value_by_name(segment) or segment.GetLabelValue())
-        if shown == label_value:
+        # Schema values start at 1, so only a segment without one falls back to its layer value.
+        if (schema_value(segment) or segment.GetLabelValue()) == label_value:
             return segmentation.GetNthSegmentID(index)
     return None
 

@@ -31,8 +31,9 @@ def _replay(folder: Path | None, out: Path, header: dict):
     import dataclasses
 
     from ..segmentation.finetune import training_setting
+    from ..segmentation.synth import DEFAULT_INFILTRATION_PATTERNS
     share = float(training_setting(header, "fatty_infiltration") or 0.0)
-    patterns = tuple(training_setting(header, "infiltration_patterns") or ("patches",))
+    patterns = tuple(training_setting(header, "infiltration_patterns") or DEFAULT_INFILTRATION_PATTERNS)
     return dataclasses.replace(_replay_shapes(folder, out, header), fatty_infiltration=share,
                                infiltration_patterns=patterns)
 

@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fatty-infiltration", type=float, default=0.0, metavar="SHARE",
                         help="share of training images whose muscles are partly replaced by fat, in "
                              "patches (the disease's chronic damage); 0 keeps the plain synthesis")
-    parser.add_argument("--infiltration-patterns", default=("patches",), metavar="NAMES", type=_pattern_names,
+    parser.add_argument("--infiltration-patterns", default="patches", metavar="NAMES", type=_pattern_names,
                         help="comma-separated shapes the fat takes, one drawn per image: patches (islands), "
                              "streaks (along the fibres), rim (in from the fascia); default: patches")
     parser.add_argument("--resume", action="store_true",

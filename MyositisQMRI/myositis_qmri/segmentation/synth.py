@@ -32,6 +32,10 @@ OTHER_LEG = N_MUSCLES + 1        # the opposite thigh's muscles: muscle-like, ta
 FAT, SKIN, CORTEX, MARROW, OTHER_MUSCLE, VESSEL, FASCIA = range(OTHER_LEG + 1, OTHER_LEG + 8)
 N_TISSUES = FASCIA + 1
 PREP_MARGIN = 24                 # extra pixels around the crop for deformation
+# The shapes fat takes: "patches" (islands, any direction), "streaks" (along the fibres, one
+# direction per muscle), "rim" (creeping in from the fascia, the muscle's outline blurred into fat).
+INFILTRATION_PATTERNS = ("patches", "streaks", "rim")
+DEFAULT_INFILTRATION_PATTERNS = ("patches",)   # what models before --infiltration-patterns learnt
 
 
 @dataclass
@@ -42,7 +46,7 @@ class LegSlices:
     source: np.ndarray  # index into `names`
     names: list[str]
     fatty_infiltration: float = 0.0   # share of draws with fat replacing muscle inside (synthesize)
-    infiltration_patterns: tuple[str, ...] = ("patches",)   # shapes that fat takes (INFILTRATION_PATTERNS)
+    infiltration_patterns: tuple[str, ...] = DEFAULT_INFILTRATION_PATTERNS   # shapes that fat takes
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -420,7 +424,7 @@ def _tissue_intensities(rng) -> tuple[np.ndarray, np.ndarray]:
 
 def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float,
                fatty_infiltration: float = 0.0,
-               infiltration_patterns: tuple[str, ...] = ("patches",)) -> tuple[np.ndarray, np.ndarray]:
+               infiltration_patterns: tuple[str, ...] = DEFAULT_INFILTRATION_PATTERNS) -> tuple[np.ndarray, np.ndarray]:
     """One random image (out_size^2, float32, roughly 0..1) and its target (0..11) from a label crop.
 
     fatty_infiltration: the share of draws whose muscles are partly replaced by fat (infiltrate_fat);
@@ -441,9 +445,6 @@ def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float,
 # Fatty replacement, the chronic damage this tool grades, is patchy: fat streaks and islands
 # ("moth-eaten" muscle, Mercuri grades 2-3) a few millimetres across, worse in some muscles.
 INFILTRATION_SCALE_MM = (1.5, 6.0)
-# The shapes fat takes: "patches" (islands, any direction), "streaks" (along the fibres, one
-# direction per muscle), "rim" (creeping in from the fascia, the muscle's outline blurred into fat).
-INFILTRATION_PATTERNS = ("patches", "streaks", "rim")
 
 
 def check_infiltration_patterns(patterns) -> tuple[str, ...]:
@@ -455,7 +456,7 @@ def check_infiltration_patterns(patterns) -> tuple[str, ...]:
 
 
 def infiltrate_fat(rng, image: np.ndarray, tissue: np.ndarray, fat_intensity: float,
-                   spacing_mm: float, patterns: tuple[str, ...] = ("patches",)) -> np.ndarray:
+                   spacing_mm: float, patterns: tuple[str, ...] = DEFAULT_INFILTRATION_PATTERNS) -> np.ndarray:
     """Muscle pixels partly replaced by fat: a patchy fat-fraction map per muscle (its own severity),
     mixed as in-phase images mix (signal between muscle and fat) or, in half the draws, as
     opposed-phase images do (|water - fat|: dark where fat and water cancel, at about half fat),

@@ -51,7 +51,7 @@ class TrainConfig:
     negative_images: tuple[str, ...] = ()  # "PATH[:FIRST-LAST]" real slices without thigh muscle (hip)
     negative_image_fraction: float = 0.05  # share of training slices drawn from negative_images
     fatty_infiltration: float = 0.0  # share of training draws with patchy fat inside muscles (synth.infiltrate_fat)
-    infiltration_patterns: tuple[str, ...] = ("patches",)   # shapes the fat takes (synth.INFILTRATION_PATTERNS)
+    infiltration_patterns: tuple[str, ...] = synth.DEFAULT_INFILTRATION_PATTERNS   # shapes the fat takes
 
 
 def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
