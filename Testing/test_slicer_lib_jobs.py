@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -122,9 +123,9 @@ def test_cancel_stops_the_child_and_its_children():
             "time.sleep(60)")
     job = _python_job(code)
     deadline = time.monotonic() + 30
-    while not job._stdout and time.monotonic() < deadline:
+    while not job.poll() and not job.stdout and time.monotonic() < deadline:
         time.sleep(0.05)
-    grandchild = int(job._stdout[0])
+    grandchild = int(job.stdout.split()[0])
     job.cancel(grace_s=2.0)
     result = job.wait(timeout_s=30)
     assert job.cancelled and result.error == "cancelled" and result.returncode != 0
@@ -174,3 +175,35 @@ def test_inspect_job_on_phantom_study_gives_rows_and_series_folders(tmp_path):
                                jobs.core_environment()).start().wait(timeout_s=300)
     only = study.rows_from_inspect_json(again.stdout)
     assert [r.classification for r in only] == ["mese"]
+
+
+def test_pipe_lines_hand_over_whole_lines_and_decode_characters_cut_between_reads():
+    read_end, write_end = os.pipe()
+    lines = jobs.PipeLines(os.fdopen(read_end, "rb", buffering=0))
+    assert lines.read_available() == []                     # nothing written yet: returns at once
+    os.write(write_end, b"PROGRESS 0.5 sl")
+    assert lines.read_available() == []                     # a line not yet ended waits
+    os.write(write_end, "ices\nT2 \u00b5s \xe2".encode("utf-8")[:-1])   # cut inside a character
+    assert lines.read_available() == ["PROGRESS 0.5 slices\n"]
+    os.write(write_end, "\u00e2".encode("utf-8")[-1:] + b"\nlast")
+    assert lines.read_available() == ["T2 \u00b5s \u00e2\n"]
+    assert not lines.closed
+    os.close(write_end)
+    assert lines.read_available() == ["last"] and lines.closed
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows pipes before Python 3.12 need a reader thread")
+def test_job_reads_its_pipes_in_the_polling_thread():
+    """Inside Slicer a reader thread would only run while Python does, so lines would come in
+    bursts; the job starts no thread and each poll reads what is there."""
+    threads = threading.active_count()
+    job = _python_job("import sys, time\nprint('STEP first', file=sys.stderr, flush=True)\ntime.sleep(30)")
+    assert threading.active_count() == threads
+    deadline = time.monotonic() + 30
+    seen = []
+    while not seen and time.monotonic() < deadline:
+        seen = job.poll()
+        time.sleep(0.02)
+    assert seen == [jobs.JobEvent("step", "first")] and job.running
+    job.cancel(grace_s=1.0)
+    assert job.wait(timeout_s=30).error == "cancelled"

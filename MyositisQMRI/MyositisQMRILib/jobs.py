@@ -1,12 +1,13 @@
 """Run the core's command line in a background process and follow its progress.
 
 The Slicer module never calls the core in-process for long work: it builds a command with
-`core_command`, starts a `BackgroundJob`, and polls it from a qt.QTimer. The job reads the
-child's stderr on a thread (so the UI thread never blocks on a pipe) and hands back parsed
-`JobEvent`s. Cancel sends terminate, then kill after a grace period.
+`core_command`, starts a `BackgroundJob`, and polls it from a qt.QTimer. Each poll reads what
+the child has printed so far without blocking and hands back parsed `JobEvent`s. Cancel sends
+terminate, then kill after a grace period.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import queue
 import re
@@ -118,11 +119,62 @@ class JobResult:
     warnings: tuple[str, ...] = ()
 
 
+class PipeLines:
+    """The lines a child writes to one pipe, read without ever blocking the caller.
+
+    On POSIX the pipe is switched to non-blocking and read in the caller's thread: inside Slicer,
+    Python threads only run while the main thread runs Python, so a reader thread would hand its
+    lines over in bursts. Where a pipe cannot be made non-blocking (Windows before Python 3.12) a
+    reader thread fills a queue instead.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._partial = ""
+        self.closed = False
+        self._queue: queue.Queue | None = None
+        try:
+            os.set_blocking(stream.fileno(), False)
+        except (OSError, AttributeError):
+            self._queue = queue.Queue()
+            threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for chunk in iter(lambda: self._stream.read(65536), b""):
+            self._queue.put(chunk)
+        self._queue.put(b"")
+
+    def read_available(self) -> list[str]:
+        """Complete lines written since the last call; a line not yet ended waits, except the
+        last one once the writer has closed the pipe (then `closed` is True)."""
+        text = self._partial + "".join(self._decoder.decode(chunk) for chunk in self._chunks())
+        *lines, self._partial = text.split("\n")
+        lines = [line + "\n" for line in lines]
+        if self.closed:
+            tail, self._partial = self._partial + self._decoder.decode(b"", final=True), ""
+            lines += [tail] if tail else []
+        return lines
+
+    def _chunks(self):
+        while not self.closed:
+            try:
+                chunk = (self._queue.get_nowait() if self._queue is not None
+                         else os.read(self._stream.fileno(), 65536))
+            except (BlockingIOError, queue.Empty):
+                return
+            if not chunk:
+                self.closed = True
+                self._stream.close()
+                return
+            yield chunk
+
+
 @dataclass
 class BackgroundJob:
     """A running core command. Call `poll()` from a timer; it never blocks.
 
-    `poll()` returns the events seen since the last call; `finished` becomes a JobResult
+    `poll()` returns the events seen since the last call; `result` becomes a JobResult
     once the process has exited and its pipes are drained.
     """
 
@@ -141,60 +193,44 @@ class BackgroundJob:
                     else {"start_new_session": True})
         self._process = subprocess.Popen(
             self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-            encoding="utf-8", errors="replace", **platform)
-        self._lines: queue.Queue = queue.Queue()
-        self._stdout: list[str] = []
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, **platform)
+        self._stderr, self._stdout = PipeLines(self._process.stderr), PipeLines(self._process.stdout)
+        self._stdout_lines: list[str] = []
         self._errors: list[str] = []
         self._warnings: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._pump, args=(self._process.stderr, self._lines), daemon=True),
-            threading.Thread(target=self._collect, args=(self._process.stdout,), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
         return self
-
-    @staticmethod
-    def _pump(stream, lines: queue.Queue) -> None:
-        for line in iter(stream.readline, ""):
-            lines.put(line)
-        stream.close()
-
-    def _collect(self, stream) -> None:
-        for line in iter(stream.readline, ""):
-            self._stdout.append(line)
-        stream.close()
 
     @property
     def running(self) -> bool:
         return self.result is None
 
+    @property
+    def stdout(self) -> str:
+        """What the child has printed to stdout so far (as of the last poll)."""
+        return "".join(self._stdout_lines)
+
     def poll(self) -> list[JobEvent]:
-        """Drain what the child printed so far; set `result` when it has exited."""
-        events = []
-        while True:
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                break
-            event = parse_line(line)
-            events.append(event)
-            self.log.append(line.rstrip("\n"))
-            if event.kind == "progress":
-                self.fraction, self.description = event.fraction, event.text or self.description
-            elif event.kind == "step":
-                self.description = event.text
-            elif event.kind == "error":
-                self._errors.append(event.text)
-            elif event.kind == "warning":
-                self._warnings.append(event.text)
-        if self.result is None and self._process.poll() is not None and not any(r.is_alive() for r in self._readers):
-            if not self._lines.empty():
-                return events + self.poll()
-            self.result = JobResult(self._process.returncode, self._error_message(), "".join(self._stdout),
+        """Drain what the child printed so far; set `result` once it has exited and closed its pipes."""
+        self._stdout_lines += self._stdout.read_available()
+        events = [self._take(line) for line in self._stderr.read_available()]
+        exited = self._process.poll() is not None
+        if self.result is None and exited and self._stdout.closed and self._stderr.closed:
+            self.result = JobResult(self._process.returncode, self._error_message(), self.stdout,
                                     tuple(self._warnings))
         return events
+
+    def _take(self, line: str) -> JobEvent:
+        event = parse_line(line)
+        self.log.append(line.rstrip("\r\n"))
+        if event.kind == "progress":
+            self.fraction, self.description = event.fraction, event.text or self.description
+        elif event.kind == "step":
+            self.description = event.text
+        elif event.kind == "error":
+            self._errors.append(event.text)
+        elif event.kind == "warning":
+            self._warnings.append(event.text)
+        return event
 
     def _error_message(self) -> str | None:
         if self.cancelled:
