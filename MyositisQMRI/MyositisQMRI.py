@@ -636,8 +636,12 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         inputs = study.choose_inputs(self.studyRows(p))
         echoInputs, echoTimes = pipeline.study_t2_inputs(inputs, work / "series"), p.echoTimesMs
         if not echoInputs and p.meseSequence:
-            paths, times = slicer_bridge.export_echo_volumes(p.meseSequence, work, "mese")
-            echoInputs, echoTimes = [str(x) for x in paths], (p.echoTimesMs or times)
+            echoTimes = p.echoTimesMs or slicer_bridge.echo_times_from_index(p.meseSequence)
+            if not echoTimes:
+                raise RuntimeError(f"The sequence '{p.meseSequence.GetName()}' is indexed by "
+                                   f"'{p.meseSequence.GetIndexName()}', not by echo time: enter the echo "
+                                   "times (ms) under Maps.")
+            echoInputs = [str(x) for x in slicer_bridge.export_echo_volumes(p.meseSequence, work, "mese")]
         ffKw = {"dicom": pipeline.study_ff_inputs(inputs, work / "series"), "method": p.ffMethod, "field_t": p.fieldStrengthT}
         for name, node in (("water", p.waterVolume), ("fat", p.fatVolume), ("ff_map", p.ffMapVolume)):
             if node:

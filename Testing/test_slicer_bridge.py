@@ -126,11 +126,19 @@ class VolumeNode(types.SimpleNamespace):
 
 
 class EchoSequence:
-    """A sequence of echoes (index: TE in ms), shown through a proxy node under a transform."""
+    """A sequence of echoes, shown through a proxy node under a transform; its index is TE in ms
+    unless told otherwise."""
 
-    def __init__(self, times_ms, transform_id):
+    def __init__(self, times_ms, transform_id=None, index_name="EchoTime", index_unit="ms"):
         self.echoes = [types.SimpleNamespace(pixels=f"echo {t}") for t in times_ms]
         self.times_ms, self.proxy = times_ms, types.SimpleNamespace(GetTransformNodeID=lambda: transform_id)
+        self.index_name, self.index_unit = index_name, index_unit
+
+    def GetIndexName(self):
+        return self.index_name
+
+    def GetIndexUnit(self):
+        return self.index_unit
 
     def GetNumberOfDataNodes(self):
         return len(self.echoes)
@@ -215,12 +223,28 @@ def test_volumes_reach_the_core_in_world_coordinates(fake_slicer, tmp_path):
 
 
 def test_echoes_keep_the_transform_of_the_series_shown(fake_slicer, tmp_path):
-    paths, times_ms = slicer_bridge.export_echo_volumes(EchoSequence([10.0, 20.0], "vtkMRMLLinearTransformNode1"),
-                                                        tmp_path, "mese")
-    assert times_ms == [10.0, 20.0] and [p.name for p in paths] == ["mese_echo01.nii.gz", "mese_echo02.nii.gz"]
+    paths = slicer_bridge.export_echo_volumes(EchoSequence([10.0, 20.0], "vtkMRMLLinearTransformNode1"),
+                                              tmp_path, "mese")
+    assert [p.name for p in paths] == ["mese_echo01.nii.gz", "mese_echo02.nii.gz"]
     written = [(node.pixels, node.transform_id, world) for node, _, _, world in fake_slicer.exported]
     assert written == [("echo 10.0", "vtkMRMLLinearTransformNode1", True), ("echo 20.0", "vtkMRMLLinearTransformNode1", True)]
     assert fake_slicer.removed == [node for node, *_ in fake_slicer.exported]
+
+
+@pytest.mark.parametrize("index_name, index_unit, values, expected_ms", [
+    ("EchoTime", "ms", [10, 20, 30], [10.0, 20.0, 30.0]),
+    ("echo time", "s", [0.01, 0.02], [10.0, 20.0]),          # seconds, as BIDS writes EchoTime
+    ("TE", "", [11, 22], [11.0, 22.0]),                       # DICOM's EchoTime is ms; importers leave the unit blank
+    ("frame", "", [0, 1, 2], []),                             # Slicer's DICOM image-sequence import
+    ("instance number", "", [1, 2, 3], []),
+    ("time", "s", [0.5, 1.0], []),                            # acquisition time, not echo time
+    ("EchoTime", "mm", [10, 20], []),                         # a unit that is not time
+    ("EchoTime", "ms", [20, 10], []),                         # echoes out of order
+    ("EchoTime", "ms", [0, 10], []),
+])
+def test_echo_times_come_from_the_index_only_when_it_is_echo_time(index_name, index_unit, values, expected_ms):
+    sequence = EchoSequence(values, index_name=index_name, index_unit=index_unit)
+    assert slicer_bridge.echo_times_from_index(sequence) == pytest.approx(expected_ms)
 
 
 def test_muscles_added_from_the_terminology_join_the_export_once(fake_slicer, tmp_path):

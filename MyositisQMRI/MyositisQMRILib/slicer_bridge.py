@@ -106,11 +106,12 @@ def _proxy_transform_id(sequence_node) -> str | None:
     return proxy.GetTransformNodeID() if proxy else None
 
 
-def export_echo_volumes(node, folder: str | Path, name: str) -> tuple[list[Path], list[float]]:
-    """A multi-echo sequence node to one NIfTI per echo, with echo times from its index (ms)."""
+def export_echo_volumes(node, folder: str | Path, name: str) -> list[Path]:
+    """A multi-echo sequence node to one NIfTI per echo, in the sequence's order (its echo times:
+    `echo_times_from_index`)."""
     import slicer
 
-    paths, times = [], []
+    paths = []
     transform_id = _proxy_transform_id(node)
     for i in range(node.GetNumberOfDataNodes()):
         echo = node.GetNthDataNode(i)
@@ -123,11 +124,31 @@ def export_echo_volumes(node, folder: str | Path, name: str) -> tuple[list[Path]
         finally:
             slicer.mrmlScene.RemoveNode(storage)
         paths.append(path)
-        try:
-            times.append(float(node.GetNthIndexValue(i)))
-        except ValueError:
-            pass
-    return paths, (times if len(times) == len(paths) else [])
+    return paths
+
+
+# Index units that echo times come in, as the factor to ms. An empty unit counts as ms because
+# DICOM's EchoTime (0018,0081) is in ms and importers that name the index after it leave it blank.
+_ECHO_TIME_UNITS_TO_MS = {"ms": 1.0, "msec": 1.0, "": 1.0, "s": 1000.0, "sec": 1000.0}
+
+
+def echo_times_from_index(node) -> list[float]:
+    """The echo times (ms) of a sequence whose index is echo time, else [].
+
+    A sequence indexed by frame, instance number or acquisition time (Slicer's DICOM image-sequence
+    import does this) must not lend its index values as echo times: 0, 1, 2 "ms" would fit a
+    wrong T2 without complaint.
+    """
+    index_name = (node.GetIndexName() or "").replace("_", " ").strip().lower()
+    scale = _ECHO_TIME_UNITS_TO_MS.get((node.GetIndexUnit() or "").strip().lower())
+    if scale is None or not ("echo" in index_name or index_name == "te"):
+        return []
+    try:
+        times = [float(node.GetNthIndexValue(i)) * scale for i in range(node.GetNumberOfDataNodes())]
+    except ValueError:
+        return []
+    increasing = all(b > a for a, b in zip(times, times[1:]))
+    return times if times and times[0] > 0 and increasing else []
 
 
 def load_segmentation(folder: str | Path, reference_volume=None, name: str = "Thigh muscles"):
