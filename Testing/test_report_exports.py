@@ -256,3 +256,16 @@ def test_html_renders_in_headless_chromium(dicom_report, tmp_path):
     target = os.environ.get("MYOSITIS_QMRI_SCREENSHOT")
     if target:
         shutil.copy(shot, target)
+
+
+def test_whole_thigh_t2_is_read_against_the_threshold_on_its_mean(tmp_path):
+    """The 36.4 ms threshold separated patients from controls on the mean thigh T2: the summary
+    says on which side of it the thigh's mean lies, whatever statistic grades the muscles."""
+    report = report_in(tmp_path / "a", formats=("json", "html"))
+    mean_ms = report["whole_thigh"]["both"]["t2_mean_ms"]
+    for threshold_ms, word in ((round(mean_ms - 1.0, 1), "above"), (round(mean_ms + 1.0, 1), "below")):
+        scoring = tmp_path / f"scoring_{word}.toml"
+        scoring.write_text(f"[edema]\nnormal_threshold_ms = {threshold_ms}\nedges_ms = [{threshold_ms}, 60.0, 70.0]\n")
+        out = tmp_path / word
+        report_in(out, formats=("json", "html"), scoring=str(scoring))
+        assert f"<td>{word} {threshold_ms:g} ms</td>" in (out / "report.html").read_text()

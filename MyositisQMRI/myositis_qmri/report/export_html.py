@@ -5,7 +5,7 @@ import html
 from pathlib import Path
 
 from ..io.atomic import write_text_atomic
-from .scoring import edema_statistic
+from .scoring import edema_statistic, thigh_t2_against_threshold
 
 GRADE_COLOURS = ["#d9f2d9", "#fff3b0", "#ffd08a", "#ff9f80", "#e06666"]
 
@@ -74,8 +74,10 @@ def _summary(report: dict) -> str:
     for side in ("right", "left", "both"):
         s = report["whole_thigh"][side]
         rows.append(f"<tr><td class='name'>{side}</td><td>{_fmt(s['muscle_volume_ml'])}</td>"
-                    f"<td>{_fmt(s['t2_mean_ms'])}</td><td>{_fmt(s['ff_weighted_mean_percent'])}</td></tr>")
+                    f"<td>{_fmt(s['t2_mean_ms'])}</td><td>{_fmt(thigh_t2_against_threshold(report, side))}</td>"
+                    f"<td>{_fmt(s['ff_weighted_mean_percent'])}</td></tr>")
     return ("<table><tr><th>Thigh</th><th>Muscle volume (ml)</th><th>Mean water T2 (ms)</th>"
+            "<th>Against the patient/control threshold</th>"
             "<th>Volume-weighted FF (%)</th></tr>" + "".join(rows) + "</table>")
 
 

@@ -12,6 +12,7 @@ from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 
 from ..io.atomic import atomic_path  # noqa: E402
 from .export_html import GRADE_COLOURS, erosion_text  # noqa: E402
+from .scoring import thigh_t2_against_threshold  # noqa: E402
 
 
 def _fmt(value, digits=1) -> str:
@@ -27,8 +28,10 @@ def _table_page(report: dict):
              f"scoring: {report['scoring'].get('name')}",
              "Mask erosion: " + erosion_text(report["erosion"])]
     both = report["whole_thigh"]["both"]
+    against = thigh_t2_against_threshold(report)
     lines.append(f"Whole thigh: muscle volume {_fmt(both['muscle_volume_ml'])} ml, mean water T2 "
-                 f"{_fmt(both['t2_mean_ms'])} ms, volume-weighted FF {_fmt(both['ff_weighted_mean_percent'])} %")
+                 f"{_fmt(both['t2_mean_ms'])} ms{f' ({against})' if against else ''}, "
+                 f"volume-weighted FF {_fmt(both['ff_weighted_mean_percent'])} %")
     figure.text(0.05, 0.97, "Quantitative thigh muscle MRI report", fontsize=14, weight="bold", va="top")
     for i, line in enumerate(lines):
         figure.text(0.05, 0.94 - 0.018 * i, line, fontsize=7.5, va="top")

@@ -29,6 +29,18 @@ def edema_statistic(scoring: dict) -> str:
     return scoring.get("edema", {}).get("statistic", "median")
 
 
+def thigh_t2_against_threshold(report: dict, side: str = "both") -> str | None:
+    """Whether a thigh's mean water T2 lies above or below the scoring's normal threshold, in
+    words for the report ("above 36.4 ms"); None without a T2 map. The threshold was set on
+    the mean thigh T2 (patients against controls), so it is read against the mean, not a
+    per-muscle statistic."""
+    mean_ms = report["whole_thigh"][side].get("t2_mean_ms")
+    if mean_ms is None:
+        return None
+    threshold_ms = report["scoring"]["edema"]["normal_threshold_ms"]
+    return f"{'above' if mean_ms >= threshold_ms else 'below'} {threshold_ms:g} ms"
+
+
 def _merge(base: dict, override: dict) -> dict:
     merged = copy.deepcopy(base)
     for key, value in override.items():
