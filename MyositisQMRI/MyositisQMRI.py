@@ -638,9 +638,9 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         if not echoInputs and p.meseSequence:
             echoTimes = p.echoTimesMs or slicer_bridge.echo_times_from_index(p.meseSequence)
             if not echoTimes:
-                raise RuntimeError(f"The sequence '{p.meseSequence.GetName()}' is indexed by "
-                                   f"'{p.meseSequence.GetIndexName()}', not by echo time: enter the echo "
-                                   "times (ms) under Maps.")
+                raise RuntimeError(f"The index of the sequence '{p.meseSequence.GetName()}' "
+                                   f"('{p.meseSequence.GetIndexName()}', unit '{p.meseSequence.GetIndexUnit()}') "
+                                   "does not give increasing echo times: enter the echo times (ms) under Maps.")
             echoInputs = [str(x) for x in slicer_bridge.export_echo_volumes(p.meseSequence, work, "mese")]
         ffKw = {"dicom": pipeline.study_ff_inputs(inputs, work / "series"), "method": p.ffMethod, "field_t": p.fieldStrengthT}
         for name, node in (("water", p.waterVolume), ("fat", p.fatVolume), ("ff_map", p.ffMapVolume)):
