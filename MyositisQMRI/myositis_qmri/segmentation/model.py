@@ -104,7 +104,11 @@ def read_header(path: str | Path, file_bytes: bytes | None = None) -> dict:
     file_bytes, the file's content already read, is checked instead of the file on disk.
     """
     path = _check_model_path(path)
-    head = file_bytes[:8] if file_bytes is not None else path.open("rb").read(8)
+    if file_bytes is None:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    else:
+        head = file_bytes[:8]
     if len(head) < 8 or head[:2] == b"\x80\x02" or head[:2] == b"PK":
         raise ModelFileError(path, "not a safetensors file (looks like a pickle or zip archive)")
     metadata = _safetensors_metadata(path, file_bytes)
