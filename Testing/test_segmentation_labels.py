@@ -19,7 +19,7 @@ TERM_FILE = PROJECT / "MyositisQMRI" / "Resources" / "Terminology" / "MyositisQM
 # again so that an accidental edit of the schema shows up.
 SCT_MUSCLES = {"sartorius": "12595009", "rectus_femoris": "72226001", "vastus_lateralis": "1403006",
                "vastus_medialis": "3478008", "gracilis": "2577006", "vastus_intermedius": "181682001"}
-PRIVATE_MUSCLES = {"adductor_magnus", "biceps_femoris_long_head", "semitendinosus",
+PRIVATE_MUSCLES = {"adductors", "biceps_femoris_long_head", "semitendinosus",
                    "semimembranosus", "biceps_femoris_short_head"}
 
 

@@ -95,8 +95,9 @@ def align_labels_to(labels: Volume, reference, register_with: Volume | None = No
     """
     geometry = _as_geometry(reference)
     if overlap_fraction(geometry, labels.geometry) < min_overlap:
+        target = f" of {reference.source_name('image')}" if isinstance(reference, Volume) else ""
         raise InputError(labels.source_name("labels"),
-                         "the label map and the target grid do not overlap in patient space")
+                         f"the label map and the grid{target} do not overlap in patient space")
     transform = None
     if register_with is not None:
         if not isinstance(reference, Volume):

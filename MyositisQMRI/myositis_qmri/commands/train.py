@@ -42,8 +42,31 @@ def add_arguments(parser) -> None:
     parser.add_argument("--infiltration-patterns", default="patches", metavar="NAMES", type=_pattern_names,
                         help="comma-separated shapes the fat takes, one drawn per image: patches (islands), "
                              "streaks (along the fibres), rim (in from the fascia); default: patches")
+    parser.add_argument("--real-scans", type=Path, default=None, metavar="DIR",
+                        help="folder of real subjects (<id>/image.nii.gz + labels.nii.gz traced in groups, as "
+                             "the shared oai_thigh_t1): its training split is mixed into every batch, learnt "
+                             "through the group (marginal) loss; its validation split is never read")
+    parser.add_argument("--real-scheme", default="oai-groups", help="the group scheme of --real-scans' labels")
+    parser.add_argument("--real-fraction", type=float, default=0.5, help="share of each batch from --real-scans")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint next to --out (default: start afresh)")
+
+
+TUNING_EVERY = 11   # every 11th training subject chooses the best step instead of being trained on
+
+
+def _real_subjects(folder):
+    """(training subjects, tuning subjects) of a real-scan folder; the validation split stays unread."""
+    if folder is None:
+        return (), ()
+    from ..segmentation.real import oai_split
+    if not Path(folder).is_dir():
+        raise InputError(folder, "real-scan folder not found")
+    training, _ = oai_split(folder)
+    if len(training) < 2:
+        raise InputError(folder, "needs subject folders holding image.nii.gz and labels.nii.gz")
+    tuning = training[TUNING_EVERY // 2::TUNING_EVERY]
+    return tuple(s for s in training if s not in tuning), tuple(tuning)
 
 
 def _pattern_names(text: str) -> tuple[str, ...]:
@@ -75,6 +98,7 @@ def main(args) -> int:
         path, _, _ = parse_negative_image(spec)
         if not path.is_file():
             raise InputError(path, "negative image not found")
+    real_scans, real_tuning = _real_subjects(args.real_scans)
     if not args.resume and checkpoint_path(args.out).exists():
         checkpoint_path(args.out).unlink()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +111,8 @@ def main(args) -> int:
                          negative_image_fraction=args.negative_image_fraction,
                          fatty_infiltration=args.fatty_infiltration,
                          infiltration_patterns=args.infiltration_patterns,
+                         real_scans=real_scans, real_tuning=real_tuning, real_scheme=args.real_scheme,
+                         real_fraction=args.real_fraction,
                          extra_training_maps=tuple(write_phantom_label_maps(
                              args.out.parent / "phantom_label_maps", range(1, args.phantoms + 1))))
     state = train(config, resume=args.resume)

@@ -45,7 +45,7 @@ TEMPLATES = {
     "vastus_lateralis": MuscleTemplate("vastus_lateralis", (37, 4), (35, 9), (29, 14), (26, 12.5)),
     "vastus_intermedius": MuscleTemplate("vastus_intermedius", (10, 19), (7, 18), (21, 9.5), (19, 9), 10.0),
     "vastus_medialis": MuscleTemplate("vastus_medialis", (-18, 22), (-22, 18), (13, 10), (20, 15)),
-    "adductor_magnus": MuscleTemplate("adductor_magnus", (-25, -13), (-20, -11), (22, 17), (13, 10), 35.0),
+    "adductors": MuscleTemplate("adductors", (-25, -13), (-20, -11), (22, 17), (13, 10), 35.0),
     "gracilis": MuscleTemplate("gracilis", (-45, -6), (-42, -16), (12, 7), (11, 6.5)),
     "biceps_femoris_long_head": MuscleTemplate("biceps_femoris_long_head", (18, -34), (22, -33),
                                                (16, 12), (15, 11)),

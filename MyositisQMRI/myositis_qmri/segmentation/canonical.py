@@ -157,12 +157,25 @@ def slices_of(image: Volume, first: int, last: int) -> Volume:
                   dict(image.metadata))
 
 
+def air_threshold(smooth: np.ndarray) -> float:
+    """The intensity above which a voxel is tissue: the lower of Otsu's two-class threshold and the
+    lowest of a three-class one. Two classes alone split bright fat from the rest where fat fills
+    much of the view (T1w, a thigh cropped to its own width), leaving the muscle out as "air"; the
+    body's outline then stays open at the crop's edge, holes are not filled, and the one thigh was
+    split in two at a dip that was its own muscle."""
+    from skimage.filters import threshold_multiotsu
+    two = sitk.OtsuThreshold(sitk.GetImageFromArray(smooth), 0, 1, 128)
+    above = smooth[sitk.GetArrayFromImage(two).astype(bool)]
+    sample = smooth[:, ::2, ::2].ravel()
+    three = threshold_multiotsu(sample, 3)[0] if np.unique(sample[:1000]).size > 3 else np.inf
+    return float(min(above.min() if above.size else np.inf, three))
+
+
 def body_mask(array_zyx: np.ndarray) -> np.ndarray:
-    """Tissue versus air: Otsu threshold of the smoothed image, small specks removed, holes filled."""
+    """Tissue versus air (air_threshold of the smoothed image), small specks removed, holes filled."""
     smooth = ndimage.gaussian_filter(array_zyx.astype(np.float32), (0, 1.5, 1.5))
-    hi = np.percentile(smooth, 99.5)
-    threshold = sitk.OtsuThreshold(sitk.GetImageFromArray(np.clip(smooth, 0, hi)), 0, 1, 128)
-    mask = sitk.GetArrayFromImage(threshold).astype(bool)
+    smooth = np.clip(smooth, 0, np.percentile(smooth, 99.5))
+    mask = smooth > air_threshold(smooth)
     mask = ndimage.binary_opening(mask, np.ones((1, 3, 3), bool))
     labels, n = ndimage.label(mask)
     if n:

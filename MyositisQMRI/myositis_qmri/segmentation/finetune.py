@@ -11,59 +11,61 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..errors import InputError
-from ..geometry import align_labels_to
 from ..progress import Progress, step
 from ..volume import Volume
 from . import synth
-from .canonical import LegWindow, crop_leg, leg_crops, model_grid_image
-from .labels import LEFT_OFFSET, N_MUSCLES, muscle_index
+from .labels import GroupScheme, muscle_index
+from .losses import group_matrix, marginal_dice_ce
 from .model import default_model_path, dice_per_label, load_model, save_model
+from .real import IGNORE, check_scheme_values, labelled_leg_crops
 from .train import evaluate, make_batch, predict_slices
 
 
-def case_slices(image: Volume, labels: Volume, header: dict):
-    """Normalised crops (n, 1, s, s), targets (n, 1, s, s) and the input slice index of each."""
+def case_slices(image: Volume, labels: Volume, header: dict, scheme: GroupScheme | None = None):
+    """Normalised crops (n, 1, s, s), targets (n, 1, s, s) and the input slice index of each.
+
+    scheme None: labels in the project's values (right 1-11, left 12-22); else a group scheme's
+    values (no side). Targets are IGNORE outside the field of view.
+    """
     spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
-    labels = align_labels_to(labels, image)
-    grid_image, grid, _, windows, crops = leg_crops(image, spacing, size)
-    label_grid = sitk.GetArrayFromImage(model_grid_image(labels, spacing, "nearest"))
-    # Input slice index of each model-grid slice (reorientation may reverse the slice order).
-    to_input = []
-    for z in range(grid.shape[0]):
-        point = grid_image.TransformIndexToPhysicalPoint((0, 0, z))
-        to_input.append(int(round(image.geometry.physical_to_index(np.array(point))[2])))
+    check_scheme_values(labels, scheme)
+    grid_image, crops = labelled_leg_crops(image, labels, spacing, size, scheme)
+    if not crops:
+        raise InputError(labels.source_name("labels"), "no labelled muscle voxel on the image's legs")
     images, targets, slice_index = [], [], []
-    for window, crop in zip(windows, crops):
-        whole = LegWindow(window.side, (0, grid.shape[2]), window.centre_yx)
-        values = crop_leg(label_grid, whole, size, fill=0).astype(np.int64)
-        offset = LEFT_OFFSET if window.side == "left" else 0
-        own = (values > offset) & (values <= offset + N_MUSCLES)
-        target = np.where(own, values - offset, 0)
-        for z in range(crop.shape[0]):
-            images.append(synth.normalize_slice(crop[z]))
-            targets.append(target[z])
-            slice_index.append(to_input[z])
+    for crop, target, in_view, z in crops:
+        # Input slice index of the model-grid slice (reorientation may reverse the slice order).
+        point = grid_image.TransformIndexToPhysicalPoint((0, 0, int(z)))
+        slice_index.append(int(round(image.geometry.physical_to_index(np.array(point))[2])))
+        images.append(synth.normalize_slice(crop))
+        targets.append(np.where(in_view, target, IGNORE))
     return np.stack(images)[:, None], np.stack(targets)[:, None], np.asarray(slice_index)
 
 
-def _mean_dice(network, images, targets) -> float:
-    prediction = predict_slices(network, images).argmax(1)
-    present = [v for v in range(1, N_MUSCLES + 1) if (targets == v).any()]
-    values = dice_per_label(prediction, targets[:, 0], present)
+def _mean_dice(network, images, targets, matrix) -> float:
+    """Mean Dice over the groups (or muscles) present, predictions summed into the label's groups."""
+    probs = predict_slices(network, images)
+    prediction = np.einsum("gc,nchw->nghw", matrix, probs).argmax(1)
+    valid = targets[:, 0] != IGNORE
+    truth = np.where(valid, targets[:, 0], 0)
+    present = [int(v) for v in np.unique(truth) if v > 0]
+    values = dice_per_label(np.where(valid, prediction, 0), truth, present)
     return float(np.mean(list(values.values()))) if values else float("nan")
 
 
 def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=None, steps: int = 40,
              learning_rate: float = 2e-4, batch_size: int = 8, replay: synth.LegSlices | None = None,
-             replay_fraction: float = 0.5, validation=None, seed: int = 0, negatives=()) -> dict:
+             replay_fraction: float = 0.5, validation=None, seed: int = 0, negatives=(),
+             scheme: GroupScheme | None = None) -> dict:
     """Fine-tune on the corrected `slices` (input z indices; None: every labelled slice).
 
     `negatives`: (slices, fraction of the replayed slices) pairs of negative anatomy (calf crops,
     synth.prepare_calf_slices; hip slices, synth.prepare_negative_image_slices), so that a model
     trained with them does not forget that a calf or a pelvis is no thigh.
+    `scheme`: the labels trace muscle groups (labels.GROUP_SCHEMES), learnt through the marginal
+    loss (losses.py); None: the project's own muscle values.
     """
     import torch
     from monai.losses import DiceCELoss
@@ -72,8 +74,9 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
     if out.resolve() == source.resolve() or out.resolve() == default_model_path().resolve():
         raise InputError(out, "fine-tuning writes a new model file; it never overwrites the source or shipped model")
     network, header = load_model(source)
-    images, targets, slice_index = case_slices(image, labels, header)
-    labelled = np.array([t.any() for t in targets])
+    images, targets, slice_index = case_slices(image, labels, header, scheme)
+    matrix = group_matrix(scheme)
+    labelled = np.array([(t > 0).any() for t in targets])
     chosen = labelled & (np.isin(slice_index, list(slices)) if slices is not None else labelled)
     if not chosen.any():
         raise InputError(labels.source_name("labels"),
@@ -83,8 +86,8 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
     spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
     if validation is None and replay is not None and len(replay.labels):
         validation = make_batch(np.random.default_rng(12345), replay, 64, size, spacing)
-    before = {"case_other_slices": _mean_dice(network, images[others], targets[others]) if others.any() else None,
-              "case_corrected_slices": _mean_dice(network, images[chosen], targets[chosen])}
+    before = {"case_other_slices": _mean_dice(network, images[others], targets[others], matrix) if others.any() else None,
+              "case_corrected_slices": _mean_dice(network, images[chosen], targets[chosen], matrix)}
     if validation is not None:
         before["synthetic_validation"] = evaluate(network, *validation)["mean_dice"]
     network.train()
@@ -98,20 +101,19 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
             pick = rng.integers(0, len(case_images), batch_size - n_replay)
             # Mild intensity jitter so the few corrected slices are not memorised pixel by pixel.
             batch_images = case_images[pick] * rng.uniform(0.9, 1.1, (len(pick), 1, 1, 1)).astype(np.float32)
-            batch_targets = case_targets[pick]
+            loss = marginal_dice_ce(network(torch.from_numpy(batch_images.astype(np.float32))),
+                                    torch.from_numpy(case_targets[pick].astype(np.int64)), matrix)
             if n_replay:
                 replay_images, replay_targets = make_batch(rng, replay, n_replay, size, spacing, negatives)
-                batch_images = np.concatenate([batch_images, replay_images])
-                batch_targets = np.concatenate([batch_targets, replay_targets])
-            loss = loss_fn(network(torch.from_numpy(batch_images.astype(np.float32))),
-                           torch.from_numpy(batch_targets))
+                replay_loss = loss_fn(network(torch.from_numpy(replay_images)), torch.from_numpy(replay_targets))
+                loss = (1 - n_replay / batch_size) * loss + n_replay / batch_size * replay_loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             progress.update(1)
     network.eval()
-    after = {"case_other_slices": _mean_dice(network, images[others], targets[others]) if others.any() else None,
-             "case_corrected_slices": _mean_dice(network, images[chosen], targets[chosen])}
+    after = {"case_other_slices": _mean_dice(network, images[others], targets[others], matrix) if others.any() else None,
+             "case_corrected_slices": _mean_dice(network, images[chosen], targets[chosen], matrix)}
     if validation is not None:
         after["synthetic_validation"] = evaluate(network, *validation)["mean_dice"]
     new_header = copy.deepcopy(header)
@@ -120,6 +122,7 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
                                 "source_provenance": header.get("provenance", {}),
                                 "corrected_image": str(image.source_name("(in memory)")),
                                 "corrected_slices": sorted({int(s) for s in slice_index[chosen]}),
+                                "label_scheme": scheme.name if scheme is not None else "fine",
                                 "steps": steps, "replay_fraction": replay_fraction if n_replay else 0.0,
                                 "negative_replay": _negative_replay(negatives) if n_replay and negatives else None,
                                 "command": "myositis-qmri finetune"}

@@ -61,6 +61,11 @@ def build_network(architecture: dict):
                 strides=tuple(architecture["strides"]), num_res_units=int(architecture["num_res_units"]))
 
 
+# Label keys of earlier model files, read as today's: the adductor row was "adductor_magnus" before it
+# was named for the group it covers (labels.py).
+LEGACY_LABEL_KEYS = {"adductor_magnus": "adductors"}
+
+
 def _check_header(header: dict, path) -> None:
     if header.get("format") != FORMAT:
         raise ModelFileError(path, f"header format is {header.get('format')!r}, expected {FORMAT!r}")
@@ -68,7 +73,8 @@ def _check_header(header: dict, path) -> None:
         raise ModelFileError(path, f"model format version {header.get('format_version')} is newer than "
                                    f"this software reads ({FORMAT_VERSION})")
     expected = {str(m.index): m.key for m in MUSCLES}
-    if header.get("labels") != expected:
+    labels = {k: LEGACY_LABEL_KEYS.get(v, v) for k, v in (header.get("labels") or {}).items()}
+    if labels != expected:
         raise ModelFileError(path, "header labels do not match this software's label schema")
     arch = header.get("architecture") or {}
     if int(arch.get("out_channels", -1)) != N_MUSCLES + 1:

@@ -33,8 +33,10 @@ FAT, SKIN, CORTEX, MARROW, OTHER_MUSCLE, VESSEL, FASCIA = range(OTHER_LEG + 1, O
 N_TISSUES = FASCIA + 1
 PREP_MARGIN = 24                 # extra pixels around the crop for deformation
 # The shapes fat takes: "patches" (islands, any direction), "streaks" (along the fibres, one
-# direction per muscle), "rim" (creeping in from the fascia, the muscle's outline blurred into fat).
-INFILTRATION_PATTERNS = ("patches", "streaks", "rim")
+# direction per muscle), "rim" (creeping in from the fascia, the muscle's outline blurred into fat),
+# "whole" (end-stage: one to four muscles almost wholly fat, only their fascia outlining them, as in
+# inclusion body myositis and chronic disease).
+INFILTRATION_PATTERNS = ("patches", "streaks", "rim", "whole")
 DEFAULT_INFILTRATION_PATTERNS = ("patches",)   # what models before --infiltration-patterns learnt
 
 
@@ -277,21 +279,27 @@ def prepare_negative_image_slices(specs: list, spacing_mm: float, size: int) -> 
 def synthesize_negative_image(rng, classes: np.ndarray, image: np.ndarray, out_size: int):
     """One random image from a real negative crop (its classes redrawn, or its own contrast); target 0."""
     coords = _warp_coordinates(rng, classes.shape[0], out_size)
-    detail = ndimage.map_coordinates(image, coords, order=1, mode="nearest")
     if rng.random() < REAL_CONTRAST_SHARE:
-        out = detail
+        out = ndimage.map_coordinates(image, coords, order=1, mode="nearest")
     else:
-        warped = ndimage.map_coordinates(classes, coords, order=0, mode="constant", cval=0)
-        means = np.sort(rng.uniform(0, 1, N_INTENSITY_CLASSES + 1)) if rng.random() < 0.5 else \
-            rng.uniform(0, 1, N_INTENSITY_CLASSES + 1)
-        means[0] = rng.uniform(0, 0.15) if rng.random() < 0.9 else rng.uniform(0, 1)
-        # The scan's own texture within each class, at a random strength.
-        counts = np.bincount(warped.ravel(), minlength=N_INTENSITY_CLASSES + 1)
-        class_mean = np.bincount(warped.ravel(), detail.ravel(), N_INTENSITY_CLASSES + 1) / np.maximum(counts, 1)
-        residual = detail - class_mean[warped]
-        out = means[warped] + rng.uniform(0, 1.0) * residual + rng.normal(0, rng.uniform(0.005, 0.06), warped.shape)
+        out = redraw_classes(rng, classes, image, coords)
     out = _scanner_effects(rng, np.clip(out, 0, None).astype(np.float64))
     return normalize_slice(out.astype(np.float32)), np.zeros((out_size, out_size), np.int64)
+
+
+def redraw_classes(rng, classes: np.ndarray, image: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """A real crop sampled at `coords` with each intensity class given a random intensity (in
+    random or in the scan's order), keeping the scan's own texture within each class at a random
+    strength: real anatomy in a contrast the scan did not have."""
+    detail = ndimage.map_coordinates(image, coords, order=1, mode="nearest")
+    warped = ndimage.map_coordinates(classes, coords, order=0, mode="constant", cval=0)
+    means = np.sort(rng.uniform(0, 1, N_INTENSITY_CLASSES + 1)) if rng.random() < 0.5 else \
+        rng.uniform(0, 1, N_INTENSITY_CLASSES + 1)
+    means[0] = rng.uniform(0, 0.15) if rng.random() < 0.9 else rng.uniform(0, 1)
+    counts = np.bincount(warped.ravel(), minlength=N_INTENSITY_CLASSES + 1)
+    class_mean = np.bincount(warped.ravel(), detail.ravel(), N_INTENSITY_CLASSES + 1) / np.maximum(counts, 1)
+    residual = detail - class_mean[warped]
+    return means[warped] + rng.uniform(0, 1.0) * residual + rng.normal(0, rng.uniform(0.005, 0.06), warped.shape)
 
 
 def _muscle_envelope(mask: np.ndarray, spacing_mm: float) -> np.ndarray:
@@ -468,12 +476,17 @@ def infiltrate_fat(rng, image: np.ndarray, tissue: np.ndarray, fat_intensity: fl
     muscle_tissues = np.r_[np.arange(1, OTHER_LEG + 1), OTHER_MUSCLE]
     severity = np.zeros(N_TISSUES)
     severity[muscle_tissues] = rng.uniform(0.15, 0.9) * rng.uniform(0, 1, len(muscle_tissues)) ** 2
+    if kind == "whole":
+        chosen = rng.choice(muscle_tissues, size=rng.integers(1, 5), replace=False)
+        severity[chosen] = rng.uniform(0.8, 1.0, len(chosen))
     scale_px = rng.uniform(*INFILTRATION_SCALE_MM) / spacing_mm
     pattern = (_streak_field(rng, tissue, scale_px) if kind == "streaks"
                else _smooth_field(rng, image.shape, scale_px, 1.0))
     threshold = rng.uniform(-0.5, 1.0)
     patches = np.clip((pattern - threshold) / rng.uniform(0.2, 0.8), 0, 1)
     fraction = severity[tissue] * (patches + rng.uniform(0, 0.5) * (1 - patches))
+    if kind == "whole":
+        fraction = np.where(np.isin(tissue, chosen), severity[tissue] * rng.uniform(0.9, 1.0), fraction)
     if kind == "rim":
         fraction = np.maximum(fraction, np.sqrt(severity[tissue]) * _rim_weight(rng, tissue, spacing_mm))
     fat = fat_intensity + rng.normal(0, 0.02, image.shape)

@@ -1,0 +1,148 @@
+"""Learning from group tracings (the marginal loss), the fixed real validation split, and accuracy on
+real labelled thighs (skipped without ../shared/data)."""
+import numpy as np
+import pytest
+import torch
+
+from myositis_qmri.errors import InputError
+from myositis_qmri.io import read_volume
+from myositis_qmri.phantom import make_exam
+from myositis_qmri.segmentation.labels import LEFT_OFFSET, MUSCLE_BY_KEY, OAI_GROUPS, label_value
+from myositis_qmri.segmentation.losses import group_matrix, marginal_dice_ce
+from myositis_qmri.segmentation.real import (IGNORE, OAI_FOLDER, check_scheme_values, group_dice, oai_split,
+                                             prepare_real_slices)
+
+needs_oai = pytest.mark.skipif(not OAI_FOLDER.is_dir(), reason="../shared/data/oai_thigh_t1 is absent")
+VASTI, FEMUR = 2, 3
+
+
+def test_group_matrix_sums_the_vasti_and_makes_the_femur_background():
+    matrix = group_matrix(OAI_GROUPS)
+    vasti = [MUSCLE_BY_KEY[k].index for k in ("vastus_lateralis", "vastus_intermedius", "vastus_medialis")]
+    assert np.flatnonzero(matrix[VASTI]).tolist() == sorted(vasti)
+    assert np.flatnonzero(matrix[FEMUR]).tolist() == [0]
+    assert np.flatnonzero(matrix[0]).tolist() == [0]
+    # Every fine class belongs to exactly one group: the group probabilities still sum to one.
+    assert (matrix.sum(axis=0) >= 1).all()
+    assert np.array_equal(group_matrix(None), np.eye(12, dtype=np.float32))
+
+
+def _logits(classes_yx, n_classes=12, strength=8.0):
+    logits = torch.full((1, n_classes) + classes_yx.shape, -strength)
+    for c in np.unique(classes_yx):
+        logits[0, int(c)][torch.from_numpy(classes_yx == c)] = strength
+    return logits
+
+
+def test_marginal_loss_does_not_care_which_vastus_carries_the_vasti():
+    target = np.zeros((8, 8), np.int64)
+    target[2:6, 2:6] = VASTI
+    as_lateralis, as_medialis = np.zeros((8, 8)), np.zeros((8, 8))
+    as_lateralis[2:6, 2:6] = MUSCLE_BY_KEY["vastus_lateralis"].index
+    as_medialis[2:6, 2:6] = MUSCLE_BY_KEY["vastus_medialis"].index
+    t = torch.from_numpy(target)[None, None]
+    matrix = group_matrix(OAI_GROUPS)
+    a = marginal_dice_ce(_logits(as_lateralis), t, matrix)
+    b = marginal_dice_ce(_logits(as_medialis), t, matrix)
+    wrong = np.zeros((8, 8))
+    wrong[2:6, 2:6] = MUSCLE_BY_KEY["sartorius"].index
+    c = marginal_dice_ce(_logits(wrong), t, matrix)
+    assert float(a) == pytest.approx(float(b), abs=1e-6)
+    assert float(a) < 0.01 < 1.0 < float(c)
+
+
+def test_marginal_loss_gives_no_gradient_where_the_target_is_ignored():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 10, (1, 1, 8, 8))
+    target[..., :, 4:] = IGNORE
+    logits = torch.tensor(rng.normal(0, 1, (1, 12, 8, 8)), requires_grad=True)
+    marginal_dice_ce(logits, torch.from_numpy(target), group_matrix(OAI_GROUPS)).backward()
+    assert torch.all(logits.grad[..., 4:] == 0)
+    assert torch.any(logits.grad[..., :4] != 0)
+
+
+def test_labels_outside_the_scheme_are_refused_with_the_values_found():
+    exam = make_exam(3, "small")
+    labels = exam.muscle_labels.with_array(np.where(exam.muscle_labels.array > 0, 17, 0).astype(np.int16))
+    with pytest.raises(InputError, match=r"label values \[17\] are not in the oai-groups scheme"):
+        check_scheme_values(labels, OAI_GROUPS)
+    check_scheme_values(labels, None)       # 17 is a muscle of the project's own schema
+
+
+def test_labels_that_miss_their_image_are_refused_naming_both_files(tmp_path):
+    from myositis_qmri.segmentation.finetune import case_slices
+    from myositis_qmri.segmentation.model import default_model_path, read_header
+    exam = make_exam(3, "small")
+    image = exam.t1w.with_array(exam.t1w.array, source_files=["t1w.nii.gz"])
+    far = exam.muscle_labels.with_array(exam.muscle_labels.array, source_files=["labels.nii.gz"])
+    far.origin_mm = tuple(np.array(far.origin_mm) + 5000.0)
+    with pytest.raises(InputError, match="labels.nii.gz.*t1w.nii.gz"):
+        case_slices(image, far, read_header(default_model_path()))
+
+
+def _as_oai_groups(labels):
+    """A phantom's right-leg muscles traced as the OAI groups (left leg untraced)."""
+    scheme_of = {label_value(m, "right"): value for value, muscles in OAI_GROUPS.muscle_groups().items()
+                 for m in muscles}
+    array = np.vectorize(lambda v: scheme_of.get(int(v), 0), otypes=[np.int16])(labels.array)
+    return labels.with_array(array)
+
+
+def test_finetune_learns_from_group_labels(tmp_path):
+    from myositis_qmri.segmentation.finetune import finetune, phantom_replay
+    from myositis_qmri.segmentation.model import default_model_path, read_header
+    source = default_model_path()
+    header = read_header(source)
+    spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
+    exam = make_exam(11, "demo")
+    groups = _as_oai_groups(exam.muscle_labels)
+    result = finetune(source, exam.t1w, groups, tmp_path / "tuned.safetensors", slices=[2, 6, 10], steps=6,
+                      batch_size=4, replay=phantom_replay(seeds=(101,), spacing_mm=spacing, size=size),
+                      seed=0, scheme=OAI_GROUPS)
+    assert read_header(tmp_path / "tuned.safetensors")["provenance"]["label_scheme"] == "oai-groups"
+    # The group Dice before tuning is already that of a working model, read through the groups.
+    assert result["before"]["case_other_slices"] > 0.7
+    assert result["after"]["case_other_slices"] > 0.7
+
+
+def test_group_dice_reads_only_the_traced_side():
+    exam = make_exam(3, "small")
+    groups = _as_oai_groups(exam.muscle_labels)
+    perfect = group_dice(exam.muscle_labels, groups, OAI_GROUPS)
+    assert all(d == pytest.approx(1.0) for d in perfect.values())
+    # Muscles given to the wrong side count as missed.
+    flipped = exam.muscle_labels.with_array(np.where((exam.muscle_labels.array > 0)
+                                                     & (exam.muscle_labels.array <= LEFT_OFFSET),
+                                                     exam.muscle_labels.array + LEFT_OFFSET, 0).astype(np.int16))
+    assert all(d == 0 for d in group_dice(flipped, groups, OAI_GROUPS).values())
+
+
+@needs_oai
+def test_validation_split_is_fixed_and_never_trained_on():
+    training, validation = oai_split()
+    assert len(validation) >= 20
+    assert not set(training) & set(validation)
+    assert [p.name for p in validation] == sorted(p.name for p in validation)
+    assert validation == oai_split()[1]
+
+
+@needs_oai
+def test_real_slices_carry_group_targets_and_ignore_outside_the_view():
+    training, _ = oai_split()
+    real = prepare_real_slices(training[:1], "oai-groups", 1.5, 160)
+    values = set(np.unique(real.targets).tolist())
+    assert {0, 1, VASTI, 6, IGNORE} <= values and FEMUR not in values
+    image, target = real.draw(np.random.default_rng(0), 3, 160, 1.5)
+    assert image.shape == target.shape == (160, 160)
+    assert (target == VASTI).sum() > 200
+
+
+@needs_oai
+def test_shipped_model_on_real_oai_validation_scans():
+    """Against real manual tracings: the shipped model's group Dice on two held-out scans."""
+    from myositis_qmri.segmentation.infer import segment_muscles
+    _, validation = oai_split()
+    for folder in validation[1:3]:
+        predicted = segment_muscles(read_volume(folder / "image.nii.gz"), test_time_augmentation=False)
+        dice = group_dice(predicted, read_volume(folder / "labels.nii.gz"), OAI_GROUPS)
+        assert np.nanmean(list(dice.values())) > 0.80, (folder.name, dice)

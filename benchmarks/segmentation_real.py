@@ -1,0 +1,112 @@
+"""Segmentation accuracy on real labelled thighs: the yardstick (rendered volumes are a development aid).
+
+- OAI validation split (segmentation/real.py: every 5th subject by id, never trained on): real T1
+  thighs traced by hand in muscle groups on the right thigh. Dice per group, per scan, and the mean,
+  against the targets (mean >= 0.92, every group >= 0.85, no scan below 0.80).
+- IDEAL cases (../shared/data/thigh_ideal_predicted, severely fatty): water and fat images, 11
+  muscles per leg (an nnU-Net's predictions, so agreement above ~0.85 is not expected). Dice per
+  muscle, both legs together, per image, against the target (mean >= 0.80).
+Every model given is run side by side (default: the shipped one).
+Usage: python benchmarks/segmentation_real.py [--model FILE ...] [--no-tta] [--record] [--oai-only|--ideal-only]
+--record writes the first model's results into its header (metrics.real_oai_validation, metrics.real_ideal).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from myositis_qmri.io import read_volume
+from myositis_qmri.segmentation.infer import segment_muscles
+from myositis_qmri.segmentation.labels import MUSCLES, OAI_GROUPS
+from myositis_qmri.segmentation.model import record_metrics
+from myositis_qmri.segmentation.real import IDEAL_FOLDER, group_dice, oai_split, sideless_dice
+
+OAI_TARGETS = {"mean": 0.92, "group": 0.85, "scan": 0.80}
+IDEAL_TARGET = 0.80
+IDEAL_IMAGES = ("water", "fat")
+
+
+def oai_validation(model, tta: bool) -> dict:
+    """Group Dice on every OAI validation subject."""
+    _, validation = oai_split()
+    groups = sorted(OAI_GROUPS.muscle_groups())
+    table, started = [], time.time()
+    for folder in validation:
+        image = read_volume(folder / "image.nii.gz")
+        predicted = segment_muscles(image, model, test_time_augmentation=tta)
+        dice = group_dice(predicted, read_volume(folder / "labels.nii.gz"), OAI_GROUPS)
+        table.append([dice[g] for g in groups])
+        print(f"  {folder.name}  mean {np.nanmean(table[-1]):.3f}  "
+              + " ".join(f"{OAI_GROUPS.names[g][:6]} {d:.2f}" for g, d in zip(groups, table[-1])))
+    table = np.array(table)
+    per_group, per_scan = np.nanmean(table, axis=0), np.nanmean(table, axis=1)
+    result = {"mean_dice": round(float(np.nanmean(table)), 4),
+              "dice": {OAI_GROUPS.names[g]: round(float(d), 4) for g, d in zip(groups, per_group)},
+              "lowest_group_dice": round(float(per_group.min()), 4),
+              "lowest_scan_dice": round(float(per_scan.min()), 4),
+              "subjects": [f.name for f in validation], "test_time_augmentation": tta,
+              "seconds_per_scan": round((time.time() - started) / len(validation), 1),
+              "benchmark": "benchmarks/segmentation_real.py"}
+    ok = (result["mean_dice"] >= OAI_TARGETS["mean"] and result["lowest_group_dice"] >= OAI_TARGETS["group"]
+          and result["lowest_scan_dice"] >= OAI_TARGETS["scan"])
+    print(f"OAI validation ({len(validation)} scans): mean group Dice {result['mean_dice']:.3f} "
+          f"(target {OAI_TARGETS['mean']}, ratio {result['mean_dice'] / OAI_TARGETS['mean']:.3f}); lowest group "
+          f"{result['lowest_group_dice']:.3f}, lowest scan {result['lowest_scan_dice']:.3f} "
+          f"-> {'meets' if ok else 'misses'} the targets")
+    return result
+
+
+def ideal_cases(model, tta: bool) -> dict:
+    """Per-muscle Dice (both legs) on the water and fat images of each IDEAL case."""
+    rows = {}
+    for case in sorted(p for p in IDEAL_FOLDER.iterdir() if (p / "labels.nii.gz").exists()):
+        truth = read_volume(case / "labels.nii.gz")
+        for name in IDEAL_IMAGES:
+            predicted = segment_muscles(read_volume(case / f"{name}.nii.gz"), model, test_time_augmentation=tta)
+            dice = sideless_dice(predicted, truth)
+            rows[f"{case.name} {name}"] = dice
+            print(f"  {case.name} {name:5s} mean {np.nanmean(list(dice.values())):.3f}  "
+                  + " ".join(f"{m.abbreviation} {dice[m.index]:.2f}" for m in MUSCLES))
+    table = np.array([[d[m.index] for m in MUSCLES] for d in rows.values()])
+    result = {"mean_dice": round(float(np.nanmean(table)), 4),
+              "dice_per_image": {k: round(float(np.nanmean(list(v.values()))), 4) for k, v in rows.items()},
+              "dice": {m.key: round(float(d), 4) for m, d in zip(MUSCLES, np.nanmean(table, axis=0))},
+              "test_time_augmentation": tta, "benchmark": "benchmarks/segmentation_real.py"}
+    print(f"IDEAL cases: mean Dice {result['mean_dice']:.3f} (target {IDEAL_TARGET}, "
+          f"ratio {result['mean_dice'] / IDEAL_TARGET:.3f}); per image "
+          + ", ".join(f"{k} {v:.3f}" for k, v in result["dice_per_image"].items()))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", default=None, help="model file (repeatable; default shipped)")
+    parser.add_argument("--no-tta", action="store_true")
+    parser.add_argument("--record", action="store_true")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--oai-only", action="store_true")
+    only.add_argument("--ideal-only", action="store_true")
+    args = parser.parse_args()
+    models = args.model or [None]
+    results = {}
+    for model in models:
+        print(f"== model {model or 'shipped'}")
+        results[model] = {}
+        if not args.ideal_only:
+            results[model]["real_oai_validation"] = oai_validation(model, not args.no_tta)
+        if not args.oai_only:
+            results[model]["real_ideal"] = ideal_cases(model, not args.no_tta)
+    print("== side by side")
+    for key in ("real_oai_validation", "real_ideal"):
+        line = [f"{model or 'shipped'} {r[key]['mean_dice']:.3f}" for model, r in results.items() if key in r]
+        if line:
+            print(f"{key}: " + " | ".join(line))
+    if args.record:
+        for key, value in results[models[0]].items():
+            record_metrics(models[0], key, value)
+
+
+if __name__ == "__main__":
+    main()
