@@ -53,7 +53,7 @@ PYTHON_MODULES = {"slicer.util": "Base/Python/slicer/util.py",
                   "SampleData": "Modules/Scripted/SampleData/SampleData.py"}
 CLASS_RE = re.compile(r"\bclass\s+(?:\w+_EXPORT\s+)?([A-Za-z_]\w*)\s*(?:final\s*)?:\s*public\s+([\w:]+)[^{;]*\{")
 ACCESS_RE = re.compile(r"^\s*(public|protected|private)\s*(?:slots|Q_SLOTS)?\s*:|^\s*(signals|Q_SIGNALS)\s*:", re.M)
-MACRO_RE = re.compile(r"\b(vtk\w*?(Set|Get)\w*Macro|vtkBooleanMacro|vtkMRMLCopyContent\w*Macro)\s*\(\s*(\w+)")
+MACRO_RE = re.compile(r"\b(vtk\w*?(Set|Get)\w*Macro|vtkBooleanMacro|vtkMRMLCopyContent\w*Macro)\s*\(\s*(\w+)(?:\s*,\s*(\w+))?")
 METHOD_RE = re.compile(r"(?:\b((?:vtk|q|ctk|Q)\w+)\s*\*\s*)?\b([A-Za-z_]\w*)\s*\(")
 ENUM_RE = re.compile(r"\benum\s+(?:class\s+)?(?:\w+\s*)?(?::\s*\w+\s*)?\{([^}]*)\}")
 PROPERTY_RE = re.compile(r"Q_PROPERTY\s*\(\s*[\w:<>*\s]+?\s+\*?(\w+)\s+READ\s+(\w+)(?:\s+WRITE\s+(\w+))?")
@@ -145,7 +145,8 @@ def parse_header(text: str) -> dict:
             elif kind.startswith("vtkMRMLCopyContent"):
                 methods.update(CopyContent="", HasCopyContent="")
             else:
-                methods[accessor + field] = ""
+                returned = macro.group(4) or ""
+                methods[accessor + field] = returned if "Object" in kind and accessor == "Get" else ""
             if "SetGet" in kind or "SetClamp" in kind:
                 methods["Set" + field] = methods.setdefault("Get" + field, "")
         for method in METHOD_RE.finditer(re.sub(r"\b\w+Macro\s*\([^)]*\)", " ", public)):
@@ -216,6 +217,9 @@ def slicer_namespace(repo: Path, tag: str, class_names: set[str]) -> list[str]:
         elif "/" in rel:
             names.add(top)
     names.discard("__init__")
+    init = git_show(repo, tag, "Base/Python/slicer/__init__.py")
+    names.update(python_names(init)["names"])
+    names.update(name.split(".")[1] for name in re.findall(r"_createModule\(\s*\"(slicer\.\w+)\"", init))
     for path in git_files(repo, tag, "Base", "Modules", "Libs", "Applications"):
         if not path.endswith(".py"):
             continue
