@@ -255,6 +255,28 @@ def bundled_packages(repo: Path, tag: str) -> dict:
     return packages
 
 
+def extension_template(repo: Path, tag: str) -> dict:
+    """What Slicer's extension wizard templates (Utilities/Templates) set and call, and the
+    ExtensionsIndex catalog schema's required keys, for the README's install check."""
+    top = git_show(repo, tag, "Utilities/Templates/Extensions/Default/CMakeLists.txt")
+    module = git_show(repo, tag, "Utilities/Templates/Modules/Scripted/CMakeLists.txt")
+    macro = re.search(r"slicerMacroBuildScriptedModule\((.*?)\)", module, re.S).group(1)
+    schemas = sorted(p for p in git_files(repo, tag, "Schemas") if "extension-catalog-entry-schema" in p)
+    required = json.loads(git_show(repo, tag, schemas[-1]))["required"] if schemas else []
+    labels = {"Select Extension": "Modules/Scripted/ExtensionWizard/ExtensionWizard.py",
+              "Additional module paths": "Base/QTGUI/Resources/UI/qSlicerSettingsModulesPanel.ui",
+              "Install from file...": "Base/QTGUI/Resources/UI/qSlicerExtensionsToolsWidget.ui",
+              "Extension Wizard": "Modules/Scripted/ExtensionWizard/ExtensionWizard.py"}
+    return {"ui_labels": sorted(label for label, path in labels.items() if label in git_show(repo, tag, path)),
+            "cmake_minimum_required": re.search(r"cmake_minimum_required\(VERSION ([^ )]+)", top).group(1),
+            "extension_variables": re.findall(r"set\((EXTENSION_\w+)", top),
+            "includes": re.findall(r"include\(\$\{(\w+)\}\)", top),
+            "module_macro_arguments": re.findall(r"^\s*([A-Z_]+)\b", macro, re.M),
+            "module_calls": re.findall(r"^\s*(slicer_\w+|slicerMacro\w+)\(", module, re.M),
+            "catalog_schema": schemas[-1].rsplit("/", 1)[-1] if schemas else "",
+            "catalog_required": required}
+
+
 def slicer_tag(repo: Path, tag: str, ctk_repo: Path | None) -> dict:
     headers = [p for p in git_files(repo, tag, "Libs", "Base", "Modules") if p.endswith(".h") and "/Testing/" not in p]
     classes, decorated = {}, {}
@@ -290,6 +312,7 @@ def slicer_tag(repo: Path, tag: str, ctk_repo: Path | None) -> dict:
                 for name, data in parse_header(git_show(ctk_repo, info["ctk_commit"], path)).items():
                     if name.startswith("ctk"):
                         classes[name] = data
+    info["extension_template"] = extension_template(repo, tag)
     info["classes"] = classes
     info["slicer"] = slicer_namespace(repo, tag, {n for n in classes if not n.startswith("ctk")})
     return info
