@@ -279,21 +279,22 @@ def test_parameter_widgets_are_the_ones_naming_a_parameter():
     assert slicer_bridge.parameter_widgets(ui) == {"modelFile": ui.modelPathLineEdit}
 
 
-def test_packages_install_without_a_dialog_under_testing_and_keep_the_installed_torch(monkeypatch):
+def test_packages_install_without_a_dialog_under_testing_and_keep_the_installed_torch(monkeypatch, tmp_path):
     from importlib import metadata
 
     from MyositisQMRILib import dependencies
     installs, asked = [], []
     slicer = types.SimpleNamespace(
-        app=types.SimpleNamespace(testingEnabled=lambda: True),
+        app=types.SimpleNamespace(testingEnabled=lambda: True, temporaryPath=str(tmp_path)),
         util=types.SimpleNamespace(confirmOkCancelDisplay=lambda *a, **k: asked.append(a) or True,
                                    pip_install=installs.append, WaitCursor=lambda: __import__("contextlib").nullcontext()))
     monkeypatch.setitem(sys.modules, "slicer", slicer)
-    monkeypatch.setattr(dependencies, "missing_requirements", lambda stage: ["monai", "slicerio"])
-    monkeypatch.setattr(dependencies, "needs_torch", lambda stage: False)
+    monkeypatch.setattr(dependencies, "stage_plan", lambda stage: dependencies.StagePlan(
+        ("monai>=1.3", "slicerio>=1.0"), False, ()))
     assert slicer_bridge.ensure_packages("segment")
-    assert asked == [] and installs == [f"monai slicerio torch=={metadata.version('torch')}"]
-
+    assert asked == [] and len(installs) == 1 and installs[0][0] == "--constraint"
+    assert installs[0][2:] == ["monai>=1.3", "slicerio>=1.0"]
+    assert f"torch=={metadata.version('torch')}" in open(installs[0][1]).read().split()
 
 
 def test_segment_editor_gets_the_scene_singleton_node_again_after_a_scene_close(monkeypatch):

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MyositisQMRI"))
 
-from MyositisQMRILib import dependencies, report_table as rt, study, terminology  # noqa: E402
+from MyositisQMRILib import report_table as rt, study, terminology  # noqa: E402
 from myositis_qmri.segmentation import labels  # noqa: E402
 
 
@@ -162,17 +162,3 @@ def test_terminology_entry_uses_label_codes():
     assert props["name"] == "Sartorius (right)" and props["colour"] == pytest.approx((230 / 255, 159 / 255, 0.0))
 
 
-def test_dependency_check_lists_missing_pip_names():
-    present = {"numpy", "scipy", "SimpleITK", "pydicom", "nibabel", "nrrd", "tqdm", "skimage"}
-    finder = lambda name: object() if name in present else None  # noqa: E731
-    assert dependencies.missing_requirements("t2", finder) == []
-    assert set(dependencies.missing_requirements("segment", finder)) == {"safetensors", "monai", "slicerio", "PyMaxflow"}
-    assert dependencies.needs_torch("segment", finder) and not dependencies.needs_torch("t2", finder)
-    assert dependencies.missing_requirements("report") == []       # this venv has everything
-
-
-def test_python_without_tomllib_needs_the_tomli_backport_for_the_report():
-    finder = lambda name: object() if name != "tomli" else None  # noqa: E731
-    assert dependencies.missing_requirements("report", finder, python=(3, 9)) == ["tomli"]   # Slicer 5.6-5.8
-    assert dependencies.missing_requirements("report", finder, python=(3, 12)) == []
-    assert dependencies.missing_requirements("t2", finder, python=(3, 9)) == []

@@ -379,12 +379,17 @@ def update_bar_chart(names, right, left, title: str, unit: str, chart_name: str 
 
 
 def ensure_packages(stage: str, parent_module: str = "MyositisQMRI") -> bool:
-    """Ask once, then install what `stage` lacks: torch via SlicerPyTorch, others via pip."""
+    """Ask once, then install what `stage` lacks: torch via SlicerPyTorch, others via pip with
+    Slicer's own packages (and torch) pinned, so nothing Slicer ships is upgraded."""
     import slicer
 
-    from .dependencies import missing_requirements, needs_torch
+    from .dependencies import pip_install_arguments, stage_plan, write_constraints
 
-    if needs_torch(stage):
+    plan = stage_plan(stage)
+    if plan.problems:
+        slicer.util.errorDisplay("This step cannot run in this Slicer:\n" + "\n".join(plan.problems))
+        return False
+    if plan.needs_torch:
         try:
             import PyTorchUtils
         except ImportError:
@@ -394,7 +399,7 @@ def ensure_packages(stage: str, parent_module: str = "MyositisQMRI") -> bool:
         torch_logic = PyTorchUtils.PyTorchUtilsLogic()
         if not torch_logic.torchInstalled() and torch_logic.installTorch(askConfirmation=True) is None:
             return False
-    missing = missing_requirements(stage)
+    missing = list(plan.install)
     if not missing:
         return True
     # In testing mode confirmOkCancelDisplay shows nothing and does not return Ok, so ask only a user.
@@ -402,21 +407,11 @@ def ensure_packages(stage: str, parent_module: str = "MyositisQMRI") -> bool:
             f"{parent_module} needs these Python packages for this step: {', '.join(missing)}.\n"
             "Install them now? (This may take a few minutes.)", "Missing Python packages"):
         return False
+    constraints_file = write_constraints(Path(slicer.app.temporaryPath) / "MyositisQMRI")
     with slicer.util.WaitCursor():
-        slicer.util.pip_install(" ".join(missing + installed_torch_pin()))
+        slicer.util.pip_install(pip_install_arguments(missing, constraints_file))
     logging.info("installed %s", missing)
     return True
-
-
-def installed_torch_pin() -> list[str]:
-    """["torch==<installed version>"] when torch is installed, else []: passed with pip installs so
-    that monai's own torch requirement cannot replace the build the PyTorch extension chose."""
-    from importlib import metadata
-
-    try:
-        return [f"torch=={metadata.version('torch')}"]
-    except metadata.PackageNotFoundError:
-        return []
 
 
 def work_folder(case_name: str) -> Path:
