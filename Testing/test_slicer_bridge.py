@@ -287,12 +287,13 @@ def test_packages_install_without_a_dialog_under_testing_and_keep_the_installed_
     slicer = types.SimpleNamespace(
         app=types.SimpleNamespace(testingEnabled=lambda: True),
         util=types.SimpleNamespace(confirmOkCancelDisplay=lambda *a, **k: asked.append(a) or True,
-                                   pip_install=installs.append, WaitCursor=lambda: __import__("contextlib").nullcontext()))
+                                   pip_install=lambda *a: pytest.fail("pip_install freezes Slicer; install_with_progress")))
     monkeypatch.setitem(sys.modules, "slicer", slicer)
     monkeypatch.setattr(dependencies, "missing_requirements", lambda stage: ["monai", "slicerio"])
     monkeypatch.setattr(dependencies, "needs_torch", lambda stage: False)
+    monkeypatch.setattr(slicer_bridge, "install_with_progress", lambda requirements, log=None: installs.append(requirements))
     assert slicer_bridge.ensure_packages("segment")
-    assert asked == [] and installs == [f"monai slicerio torch=={metadata.version('torch')}"]
+    assert asked == [] and installs == [["monai", "slicerio", f"torch=={metadata.version('torch')}"]]
 
 
 
