@@ -436,11 +436,12 @@ def update_report_table(rows, node=None, name: str = "Myositis report"):
 
 
 def show_table(node) -> None:
-    """Show a table node in the layout's table view (switching to a layout that has one)."""
+    """Show a table node in the table view of the "Four-Up Table" layout (its cells can be
+    selected and copied from there)."""
     import slicer
 
     layout_manager = slicer.app.layoutManager()
-    if layout_manager is not None and layout_manager.tableWidget(0) is None:
+    if layout_manager is not None:
         layout_manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
     slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(node.GetID())
     slicer.app.applicationLogic().PropagateTableSelection()
