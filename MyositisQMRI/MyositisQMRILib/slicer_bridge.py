@@ -22,8 +22,8 @@ QUALITY_PATTERNS = ("*residual*.nii.gz", "*quality*.nii.gz", "*r2*.nii.gz", "*rm
 MAP_ROLE_ATTRIBUTE = "MyositisQMRI.map"   # node attribute: which map of this module a volume is
 PARAMETER_NAME_PROPERTY = "SlicerParameterName"   # as slicer.parameterNodeWrapper reads it
 LABEL_TAG = "MyositisQMRI.label"   # segment tag holding the schema label value (right 1-11, left 12-22)
-SEGMENT_EDITOR_SINGLETON = "MyositisQMRI"
-RESULTS_FOLDER = "MyositisQMRI results"   # subject-hierarchy folder for results of a volume outside any study   # singleton tag of the embedded editor's parameter node
+SEGMENT_EDITOR_SINGLETON = "MyositisQMRI"   # singleton tag of the embedded editor's parameter node
+RESULTS_FOLDER = "MyositisQMRI results"   # subject-hierarchy folder for results of a volume outside any study
 # "Logical operators" merges a second segment of one muscle into the first (Add), as the
 # collision message advises; the embedded editor hides every effect not listed here.
 SEGMENT_EDITOR_EFFECTS = ("Paint", "Erase", "Scissors", "Islands", "Smoothing", "Fill between slices",
