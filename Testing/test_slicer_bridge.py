@@ -287,13 +287,15 @@ def test_packages_install_without_a_dialog_under_testing_and_keep_the_installed_
     slicer = types.SimpleNamespace(
         app=types.SimpleNamespace(testingEnabled=lambda: True, temporaryPath=str(tmp_path)),
         util=types.SimpleNamespace(confirmOkCancelDisplay=lambda *a, **k: asked.append(a) or True,
-                                   pip_install=installs.append, WaitCursor=lambda: __import__("contextlib").nullcontext()))
+                                   pip_install=lambda *a: pytest.fail("pip_install freezes Slicer; install_with_progress")))
     monkeypatch.setitem(sys.modules, "slicer", slicer)
     monkeypatch.setattr(dependencies, "stage_plan", lambda stage: dependencies.StagePlan(
         ("monai>=1.3", "slicerio>=1.0"), False, ()))
+    monkeypatch.setattr(slicer_bridge, "install_with_progress",
+                        lambda requirements, constraints_file=None, log=None: installs.append((requirements, constraints_file)))
     assert slicer_bridge.ensure_packages("segment")
-    assert asked == [] and len(installs) == 1 and installs[0][0] == "--constraint"
-    assert installs[0][2:] == ["monai>=1.3", "slicerio>=1.0"]
+    assert asked == [] and len(installs) == 1
+    assert list(installs[0][0]) == ["monai>=1.3", "slicerio>=1.0"]
     assert f"torch=={metadata.version('torch')}" in open(installs[0][1]).read().split()
 
 

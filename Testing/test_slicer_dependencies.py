@@ -186,13 +186,15 @@ def _stand_in_slicer(tmp_path, installs, errors):
 
 @pytest.mark.parametrize("tag", TAGS)
 def test_pip_command_line_pins_slicers_pydicom_so_highdicom_resolves_to_0_22(tag, tmp_path, monkeypatch):
-    """The exact argument list ensure_packages hands to slicer.util.pip_install (a list, as every
-    Slicer 5.6-5.10 pip_install accepts): the report extra, constrained to Slicer's own versions
+    """The exact argument list ensure_packages hands to `pip install`: the report extra, constrained to Slicer's own versions
     (pydicom 2.4.x, numpy, pillow, ...) and torch, so pip picks highdicom 0.22.0 (0.23+ needs
     pydicom >= 3.0.1) instead of upgrading Slicer's pydicom."""
     installs, errors = [], []
     version_of = fresh_slicer(tag, {"torch": "2.4.1"})
     monkeypatch.setitem(sys.modules, "slicer", _stand_in_slicer(tmp_path, installs, errors))
+    # What the progress-dialog install hands to `pip install` (install_with_progress runs it as a job).
+    monkeypatch.setattr(slicer_bridge, "install_with_progress", lambda requirements, constraints_file=None, log=None:
+                        installs.append(dependencies.pip_install_arguments(requirements, constraints_file)))
     monkeypatch.setattr(dependencies, "installed_version", version_of)
     monkeypatch.setattr(dependencies, "stage_plan", lambda stage, _plan=dependencies.stage_plan: _plan(
         stage, version_of=version_of, python=python_of(tag)))

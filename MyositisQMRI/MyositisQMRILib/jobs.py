@@ -287,3 +287,53 @@ def start_core_job(subcommand: str, arguments: Sequence[object], python: str | N
                    cwd: str | None = None) -> BackgroundJob:
     """Start `myositis_qmri SUBCOMMAND` in the background with progress lines on."""
     return BackgroundJob(core_command(subcommand, arguments, python), core_environment(), cwd).start()
+
+
+def pip_install_command(requirements: Sequence[str], python: str | None = None) -> list[str]:
+    """argv of `python -m pip install REQUIREMENTS...`, what slicer.util.pip_install runs, here
+    started as a BackgroundJob so the install shows progress instead of freezing Slicer."""
+    return [python or python_executable(), "-m", "pip", "install", *requirements]
+
+
+_PIP_STEPS = (("Collecting ", "collecting"), ("Downloading ", "downloading"), ("Using cached ", "downloading"),
+              ("Installing collected packages", "installing"), ("Successfully installed", "installed"))
+
+
+class PipProgress:
+    """Progress of a `pip install` read from its output lines.
+
+    pip prints no overall percentage: each requirement first seen as "Collecting X" moves the bar
+    up to half-way (dependencies count too), installing moves it to 90 %, "Successfully installed"
+    to the end. `new_lines(job)` hands over what the job printed since the last call (stdout,
+    where pip reports, then stderr) and updates `fraction` and `text`.
+    """
+
+    def __init__(self, requirements: Sequence[str]):
+        self.requirements = list(requirements)
+        self.fraction, self.text = 0.0, "Starting pip"
+        self._collected: set = set()
+        self._shown = [0, 0]
+
+    def feed(self, line: str) -> bool:
+        """Read one line; True when it moved the progress or its text."""
+        text = line.strip()
+        for prefix, kind in _PIP_STEPS:
+            if not text.startswith(prefix):
+                continue
+            if kind == "collecting":
+                words = text[len(prefix):].split()
+                self._collected.add(words[0] if words else "")
+            total = max(len(self.requirements), len(self._collected), 1)
+            self.fraction = {"installing": 0.9, "installed": 1.0}.get(kind, 0.5 * len(self._collected) / total)
+            self.text = text
+            return True
+        return False
+
+    def new_lines(self, job: "BackgroundJob") -> list[str]:
+        job.poll()
+        out, err = job.stdout.splitlines(), job.log
+        lines = out[self._shown[0]:] + err[self._shown[1]:]
+        self._shown = [len(out), len(err)]
+        for line in lines:
+            self.feed(line)
+        return lines

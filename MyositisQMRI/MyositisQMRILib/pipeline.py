@@ -97,3 +97,23 @@ def phantom_arguments(folder: str | Path, seed: int = 7, size: str = "small", fl
     program = ("import sys; from myositis_qmri.phantom import make_exam, write_exam; "
                "write_exam(make_exam(int(sys.argv[2]), sys.argv[3]), sys.argv[1], sys.argv[4])")
     return ["-c", program, str(folder), str(seed), size, flavour]
+
+
+# The self-test's stages in order, as the module's steps name them (dependencies.STAGE_REQUIREMENTS).
+SELF_TEST_STAGES = ("inspect", "t2", "ff", "segment", "report")
+
+
+def offline_stages(stages, missing, needs_torch) -> tuple[int, str]:
+    """How many of `stages` run with what is installed (no download), and the message for the rest.
+
+    Installing packages needs the network, which a self-test must not: the stages from the first
+    one lacking a package (`missing(stage)` -> pip names; `needs_torch(stage)` -> bool) on are
+    skipped, and the message says which packages they need.
+    """
+    for index, stage in enumerate(stages):
+        lacking = list(missing(stage)) + (["torch (PyTorch extension)"] if needs_torch(stage) else [])
+        if lacking:
+            return index, (f"Skipped from '{stage}' on: it needs {', '.join(lacking)}, which is not installed and "
+                           "would be downloaded. Run the step once from the module (it offers the install), "
+                           "then run the self-test again.")
+    return len(stages), ""

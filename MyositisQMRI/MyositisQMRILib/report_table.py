@@ -240,3 +240,37 @@ def chart_columns(rows: Iterable[MuscleRow], attribute: str) -> tuple[list[str],
             value = None if side_row is None else getattr(side_row, attribute)
             target.append(float("nan") if value is None else float(value))
     return names, right, left
+
+
+@dataclass(frozen=True)
+class TableColumn:
+    """One column of the report's table node: numbers (NaN when absent) or text, with a unit."""
+
+    name: str
+    unit: str
+    values: tuple
+    numeric: bool
+
+
+_UNITS = {"t2_ms": "ms", "ff_percent": "%", "volume_ml": "ml"}
+
+
+def table_columns(rows: Iterable[MuscleRow]) -> list[TableColumn]:
+    """The report as the columns of a vtkMRMLTableNode: one line per muscle, right and left side by
+    side as in the panel's table (COLUMNS); measures stay numbers so that a copied table computes,
+    grades read as in the panel ("2 moderate (reviewer; auto 1)")."""
+    pairs = paired_rows(rows)
+    columns = []
+    for header, side, attribute in COLUMNS:
+        if side is None:
+            columns.append(TableColumn(header, "", tuple(p.name for p in pairs), False))
+        elif attribute in _UNITS:
+            values = []
+            for pair in pairs:
+                row = getattr(pair, side)
+                value = None if row is None else getattr(row, attribute)
+                values.append(float("nan") if value is None else float(value))
+            columns.append(TableColumn(header, _UNITS[attribute], tuple(values), True))
+        else:
+            columns.append(TableColumn(header, "", tuple(cell_text(getattr(p, side), attribute) for p in pairs), False))
+    return columns

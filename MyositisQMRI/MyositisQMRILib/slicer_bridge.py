@@ -19,30 +19,62 @@ MAP_DISPLAY = {
 }
 # Fit-quality maps the core may write next to the maps, shown greyscale on request.
 QUALITY_PATTERNS = ("*residual*.nii.gz", "*quality*.nii.gz", "*r2*.nii.gz", "*rmse*.nii.gz")
+MAP_ROLE_ATTRIBUTE = "MyositisQMRI.map"   # node attribute: which map of this module a volume is
 PARAMETER_NAME_PROPERTY = "SlicerParameterName"   # as slicer.parameterNodeWrapper reads it
 LABEL_TAG = "MyositisQMRI.label"   # segment tag holding the schema label value (right 1-11, left 12-22)
 SEGMENT_EDITOR_SINGLETON = "MyositisQMRI"   # singleton tag of the embedded editor's parameter node
-SEGMENT_EDITOR_EFFECTS = ("Paint", "Erase", "Scissors", "Islands", "Smoothing", "Fill between slices")
+RESULTS_FOLDER = "MyositisQMRI results"   # subject-hierarchy folder for results of a volume outside any study
+# "Logical operators" merges a second segment of one muscle into the first (Add), as the
+# collision message advises; the embedded editor hides every effect not listed here.
+SEGMENT_EDITOR_EFFECTS = ("Paint", "Erase", "Scissors", "Islands", "Smoothing", "Fill between slices",
+                          "Logical operators")
 
 
-def load_map(path: str | Path, kind: str, anatomy=None):
-    """Load a map as a colour-mapped volume over `anatomy`, with a colour bar."""
+def load_map(path: str | Path, kind: str, anatomy=None, existing=None):
+    """Load a map as a colour-mapped volume over `anatomy`, with a colour bar.
+
+    `existing`, a map this module loaded before for the same kind (its MAP_ROLE_ATTRIBUTE says
+    so), is updated in place: the same node takes the new image data, so a recompute does not add
+    a second "Water T2" and whatever the user set on the node (name, window, subject hierarchy
+    place) stays. A node the user chose that is not such a map is never overwritten.
+    """
     import slicer
 
     _, name, colour_id, low, high, unit = MAP_DISPLAY[kind]
-    node = slicer.util.loadVolume(str(path), {"name": name, "show": False})
-    display = node.GetDisplayNode()
-    display.SetAndObserveColorNodeID(colour_id)
-    display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(low, high)
-    # Background voxels (0) stay transparent so the anatomy shows through.
-    display.ApplyThresholdOn()
-    display.SetLowerThreshold(1e-3)
-    display.SetUpperThreshold(1e9)
-    node.SetAttribute("MyositisQMRI.unit", unit)
+    if is_map_of_kind(existing, kind):
+        node = reload_volume(existing, path)
+    else:
+        node = slicer.util.loadVolume(str(path), {"name": name, "show": False})
+        node.SetAttribute(MAP_ROLE_ATTRIBUTE, kind)
+        display = node.GetDisplayNode()
+        display.SetAndObserveColorNodeID(colour_id)
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(low, high)
+        # Background voxels (0) stay transparent so the anatomy shows through.
+        display.ApplyThresholdOn()
+        display.SetLowerThreshold(1e-3)
+        display.SetUpperThreshold(1e9)
+        node.SetAttribute("MyositisQMRI.unit", unit)
     show_colour_legend(node, f"{name}")
     slicer.util.setSliceViewerLayers(background=anatomy if anatomy is not None else "keep-current",
                                      foreground=node, foregroundOpacity=0.6, fit=anatomy is None)
+    return node
+
+
+def is_map_of_kind(node, kind: str) -> bool:
+    """True for a volume this module loaded as map `kind` ("t2", "quality:residual", ...)."""
+    return node is not None and node.GetAttribute(MAP_ROLE_ATTRIBUTE) == kind
+
+
+def reload_volume(node, path: str | Path):
+    """Read a volume file into an existing volume node (new image data and geometry, same node,
+    same display), through a storage node that stays out of the scene."""
+    import slicer
+
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        raise RuntimeError(f"Slicer could not read {path} into '{node.GetName()}'")
     return node
 
 
@@ -58,18 +90,46 @@ def show_colour_legend(node, title: str) -> None:
     legend.SetVisibility(True)
 
 
-def load_quality_maps(folder: str | Path) -> list:
-    """Load the fit-quality maps of a map folder as hidden greyscale volumes."""
-    import slicer
-
-    nodes, seen = [], set()
+def quality_map_files(folder: str | Path) -> list[Path]:
+    """The fit-quality maps a map folder holds (residual, ...), without the maps themselves."""
+    files, names = [], {v[0] for v in MAP_DISPLAY.values()}
     for pattern in QUALITY_PATTERNS:
         for path in sorted(Path(folder).glob(pattern)):
-            if path in seen or path.name in {v[0] for v in MAP_DISPLAY.values()}:
-                continue
-            seen.add(path)
-            nodes.append(slicer.util.loadVolume(str(path), {"name": "Quality: " + path.name.split(".")[0],
-                                                             "show": False}))
+            if path not in files and path.name not in names:
+                files.append(path)
+    return files
+
+
+def quality_role(path: Path) -> str:
+    return "quality:" + path.name.split(".")[0]
+
+
+def find_map_node(kind: str):
+    """The volume this module loaded as map `kind`, if it is still in the scene."""
+    import slicer
+
+    return next((n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") if is_map_of_kind(n, kind)), None)
+
+
+def load_quality_maps(folder: str | Path, anatomy=None, show: bool = True) -> list:
+    """Load the fit-quality maps of a map folder as greyscale volumes the user can see and select;
+    a map loaded before is updated in place (pressing again, or recomputing, adds no duplicate).
+    With `show`, the first is put in the foreground over `anatomy`."""
+    import slicer
+
+    nodes = []
+    for path in quality_map_files(folder):
+        role = quality_role(path)
+        node = find_map_node(role)
+        if node is not None:
+            reload_volume(node, path)
+        else:
+            node = slicer.util.loadVolume(str(path), {"name": "Quality: " + path.name.split(".")[0], "show": False})
+            node.SetAttribute(MAP_ROLE_ATTRIBUTE, role)
+        nodes.append(node)
+    if nodes and show:
+        slicer.util.setSliceViewerLayers(background=anatomy if anatomy is not None else "keep-current",
+                                         foreground=nodes[0], foregroundOpacity=0.6, fit=anatomy is None)
     return nodes
 
 
@@ -108,23 +168,31 @@ def _proxy_transform_id(sequence_node) -> str | None:
 
 def export_echo_volumes(node, folder: str | Path, name: str) -> list[Path]:
     """A multi-echo sequence node to one NIfTI per echo, in the sequence's order (its echo times:
-    `echo_times_from_index`)."""
+    `echo_times_from_index`). The module runs `echo_export_steps` one per timer tick instead."""
+    return [write() for _, write in echo_export_steps(node, folder, name)]
+
+
+def echo_export_steps(node, folder: str | Path, name: str) -> list:
+    """(description, write) per echo of a sequence; each write exports one echo and returns its
+    path, so that a long series is written between UI events (steps.StepQueue)."""
+    transform_id = _proxy_transform_id(node)
+    count = node.GetNumberOfDataNodes()
+    return [(f"Writing echo {i + 1} of {count}",
+             functools.partial(_export_echo, node, i, transform_id, Path(folder), name)) for i in range(count)]
+
+
+def _export_echo(node, index: int, transform_id, folder: Path, name: str) -> Path:
     import slicer
 
-    paths = []
-    transform_id = _proxy_transform_id(node)
-    for i in range(node.GetNumberOfDataNodes()):
-        echo = node.GetNthDataNode(i)
-        path = Path(folder) / f"{name}_echo{i + 1:02d}.nii.gz"
-        storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{name}_echo{i + 1}")
-        storage.Copy(echo)
-        storage.SetAndObserveTransformNodeID(transform_id)
-        try:
-            export_volume(storage, folder, path.name[:-7])
-        finally:
-            slicer.mrmlScene.RemoveNode(storage)
-        paths.append(path)
-    return paths
+    echo = node.GetNthDataNode(index)
+    stem = f"{name}_echo{index + 1:02d}"
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{name}_echo{index + 1}")
+    storage.Copy(echo)
+    storage.SetAndObserveTransformNodeID(transform_id)
+    try:
+        return export_volume(storage, folder, stem)
+    finally:
+        slicer.mrmlScene.RemoveNode(storage)
 
 
 # Index units that echo times come in, as the factor to ms. An empty unit counts as ms because
@@ -188,6 +256,19 @@ def load_segmentation(folder: str | Path, reference_volume=None, name: str = "Th
     return node
 
 
+def load_new_segmentation(folder: str | Path, reference_volume=None, previous=None):
+    """A fresh segmentation beside `previous`, which is hidden, never removed: segmenting again
+    must not throw away what the reviewer corrected (both stay in the Data module; the new one
+    gets a name of its own, "Thigh muscles_1" and so on)."""
+    import slicer
+
+    name = slicer.mrmlScene.GenerateUniqueName("Thigh muscles") if previous is not None else "Thigh muscles"
+    node = load_segmentation(folder, reference_volume, name=name)
+    if previous is not None:
+        previous.SetDisplayVisibility(False)
+    return node
+
+
 def label_tag(segment) -> str:
     """The schema label value a segment carries in its MyositisQMRI.label tag ('' if none).
     vtkSegment::GetTag(tag, value&) returns a bool and fills its second argument."""
@@ -223,25 +304,49 @@ def segment_id_for_label(segmentation_node, label_value: int) -> str | None:
     return None
 
 
+def label_segments(segmentation_node) -> tuple[list, list]:
+    """(kept, collisions) of a segmentation: kept is [(segment ID, schema value)] for the first
+    segment of each muscle; collisions is [(second segment's name, first segment's name, value)]
+    for every further segment of a muscle already kept. A label map holds one value per voxel and
+    the colour table one name per value, so a second segment cannot be exported beside the first."""
+    segmentation = segmentation_node.GetSegmentation()
+    kept, first_name, collisions = [], {}, []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        value = schema_value(segment)
+        if value is None:
+            continue
+        if value in first_name:
+            collisions.append((segment.GetName(), first_name[value], value))
+            continue
+        first_name[value] = segment.GetName()
+        kept.append((segmentation.GetNthSegmentID(index), value))
+    return kept, collisions
+
+
+def collision_message(collisions) -> str:
+    """What the user reads when two segments show one muscle: which ones, and how to merge them
+    with an effect the embedded Segment Editor shows (SEGMENT_EDITOR_EFFECTS)."""
+    if not collisions:
+        return ""
+    lines = [f"'{second}' is a second segment for the muscle of '{first}'." for second, first, _ in collisions]
+    return ("\n".join(lines) + "\n\nOnly the first segment of each muscle is measured. To keep both, select "
+            "the first segment in the Segment Editor below, choose the 'Logical operators' effect, operation "
+            "'Add', pick the second segment as the modifier segment, Apply, then delete the second segment.")
+
+
 def export_label_map(segmentation_node, reference_volume, path: str | Path) -> Path:
     """The (edited) segmentation as a label map whose values follow the label schema."""
     import slicer
     import vtk
 
     segmentation = segmentation_node.GetSegmentation()
-    ids, values = vtk.vtkStringArray(), []
-    for index in range(segmentation.GetNumberOfSegments()):
-        segment = segmentation.GetNthSegment(index)
-        value = schema_value(segment)
-        if value is None:
-            continue
-        if value in values:
-            # The colour table gives a value one name, so a second segment for the same muscle cannot share it.
-            logging.warning(f"MyositisQMRI: segment '{segment.GetName()}' is a second segment for label {value}; "
-                            f"left out (merge it into the first with the Segment Editor's Logical operators)")
-            continue
-        ids.InsertNextValue(segmentation.GetNthSegmentID(index))
-        values.append(value)
+    kept, collisions = label_segments(segmentation_node)
+    if collisions:
+        logging.warning("MyositisQMRI: %s", collision_message(collisions))
+    ids, values = vtk.vtkStringArray(), [value for _, value in kept]
+    for segment_id, _ in kept:
+        ids.InsertNextValue(segment_id)
     color_table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode")
     color_table.SetTypeToUser()
     if not hasattr(color_table, "SetColorDefined"):
@@ -266,11 +371,154 @@ def export_label_map(segmentation_node, reference_volume, path: str | Path) -> P
     return Path(path)
 
 
+def study_item_of(source_node):
+    """The subject-hierarchy item that `source_node` (the study's structural volume or echoes)
+    sits under: its DICOM study when it came from the DICOM database, else a "MyositisQMRI
+    results" folder next to it; 0 (Slicer's invalid item) without a source node."""
+    import slicer
+
+    if source_node is None:
+        return 0
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    item = sh.GetItemByDataNode(source_node)
+    if not item:
+        return 0
+    study = sh.GetItemAncestorAtLevel(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelStudy())
+    if study:
+        return study
+    parent = sh.GetItemParent(item) or sh.GetSceneItemID()
+    return sh.GetItemChildWithName(parent, RESULTS_FOLDER) or sh.CreateFolderItem(parent, RESULTS_FOLDER)
+
+
+def place_under_study(nodes, source_node) -> int:
+    """Move result nodes (maps, segmentation, report table) under the patient and study of the
+    source volume in the subject hierarchy (Data module), so they travel with the study (DICOM
+    export, closing a patient). Returns how many were moved."""
+    import slicer
+
+    parent = study_item_of(source_node)
+    if not parent:
+        return 0
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    moved = 0
+    for node in nodes:
+        item = sh.GetItemByDataNode(node) if node is not None else 0
+        if item and item != parent and sh.GetItemParent(item) != parent:
+            sh.SetItemParent(item, parent)
+            moved += 1
+    return moved
+
+
+def update_report_table(rows, node=None, name: str = "Myositis report"):
+    """The report as a vtkMRMLTableNode (Data module, table view, copy and paste, saved with the
+    scene): one line per muscle, right and left side by side (report_table.table_columns). The
+    same node is refilled on every recompute; it is locked, since grades change in the panel."""
+    import slicer
+    import vtk
+
+    from .report_table import table_columns
+
+    if node is None:
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    wasModifying = node.StartModify()
+    node.RemoveAllColumns()
+    for column in table_columns(rows):
+        array = vtk.vtkDoubleArray() if column.numeric else vtk.vtkStringArray()
+        array.SetName(column.name)
+        for value in column.values:
+            array.InsertNextValue(value)
+        node.AddColumn(array)
+        if column.unit:
+            node.SetColumnUnitLabel(column.name, column.unit)
+    node.SetLocked(True)
+    node.EndModify(wasModifying)
+    return node
+
+
+def show_table(node) -> None:
+    """Show a table node in the table view of the "Four-Up Table" layout (its cells can be
+    selected and copied from there)."""
+    import slicer
+
+    layout_manager = slicer.app.layoutManager()
+    if layout_manager is not None:
+        layout_manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+    slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(node.GetID())
+    slicer.app.applicationLogic().PropagateTableSelection()
+
+
 def parameter_widgets(ui) -> dict:
     """Parameter name -> widget for every .ui widget with a SlicerParameterName property
     (ui as slicer.util.childWidgetVariables gives it), for connectParametersToGui."""
     return {widget.property(PARAMETER_NAME_PROPERTY): widget for widget in vars(ui).values()
             if hasattr(widget, "property") and widget.property(PARAMETER_NAME_PROPERTY)}
+
+
+def path_text(value) -> str:
+    """A path parameter as its field shows it: "" for unset ("." is how pathlib.Path("") reads,
+    and what scenes saved with the former Path parameters hold)."""
+    text = "" if value is None else str(value)
+    return "" if text in ("", ".") else text
+
+
+class PathFields:
+    """ctkPathLineEdit fields bound to str parameters by hand.
+
+    Slicer's parameterNodeWrapper binds a ctkPathLineEdit only to a pathlib.Path, which turns an
+    empty field into Path("") and writes "." back into it; a str parameter keeps it empty. `fields`
+    maps a parameter name to its widget; `parameter_node()` gives the node of the moment.
+    """
+
+    def __init__(self, fields: dict, parameter_node):
+        self.fields, self.parameter_node = dict(fields), parameter_node
+        for name, widget in self.fields.items():
+            widget.connect("currentPathChanged(QString)", functools.partial(self._changed, name))
+
+    def _changed(self, name: str, path: str) -> None:
+        node = self.parameter_node()
+        if node is not None and path_text(getattr(node, name)) != path_text(path):
+            setattr(node, name, path_text(path))
+
+    def show(self, node) -> None:
+        """Put the node's values into the fields (after loading a scene, or a change in code)."""
+        if node is None:
+            return
+        for name, widget in self.fields.items():
+            text = path_text(getattr(node, name))
+            if widget.currentPath != text:
+                widget.currentPath = text
+
+
+def fill_database_tree(tree, patients) -> None:
+    """The DICOM database's patients, studies and series (dicom_database.study_tree) in a QTreeWidget;
+    every study and series item holds its study's UID (Qt.UserRole) for `selected_study_uid`."""
+    import qt
+
+    tree.clear()
+    for patient in patients:
+        patient_item = qt.QTreeWidgetItem()
+        patient_item.setText(0, patient.label)
+        tree.addTopLevelItem(patient_item)
+        for entry in patient.studies:
+            study_item = qt.QTreeWidgetItem()
+            study_item.setText(0, entry.label)
+            study_item.setData(0, qt.Qt.UserRole, entry.uid)
+            patient_item.addChild(study_item)
+            for series in entry.series:
+                series_item = qt.QTreeWidgetItem()
+                series_item.setText(0, series.label)
+                series_item.setData(0, qt.Qt.UserRole, entry.uid)
+                study_item.addChild(series_item)
+        patient_item.setExpanded(len(patients) == 1)
+
+
+def selected_study_uid(tree) -> str:
+    """The study of the selected tree item (a study, or a series of it); "" for a patient or nothing."""
+    import qt
+
+    item = tree.currentItem()
+    uid = item.data(0, qt.Qt.UserRole) if item is not None else None
+    return str(uid) if uid else ""
 
 
 def select_segment_editor_node(editor_widget) -> None:
@@ -408,10 +656,47 @@ def ensure_packages(stage: str, parent_module: str = "MyositisQMRI") -> bool:
             "Install them now? (This may take a few minutes.)", "Missing Python packages"):
         return False
     constraints_file = write_constraints(Path(slicer.app.temporaryPath) / "MyositisQMRI")
-    with slicer.util.WaitCursor():
-        slicer.util.pip_install(pip_install_arguments(missing, constraints_file))
+    install_with_progress(missing, constraints_file)
     logging.info("installed %s", missing)
     return True
+
+
+def install_with_progress(requirements, constraints_file=None, log=None) -> None:
+    """`pip install` in a background process with a progress dialog (what pip is collecting and
+    installing; Cancel stops it), instead of slicer.util.pip_install, which holds the UI frozen
+    until pip ends. `log(line)` receives pip's output (the module's log pane)."""
+    import shutil
+    import time
+
+    import slicer
+
+    from . import jobs
+    from .dependencies import pip_install_arguments
+
+    progress = jobs.PipProgress(list(requirements))
+    # PythonSlicer, as slicer.util.pip_install runs it (found on PATH inside Slicer)
+    python = shutil.which("PythonSlicer") or jobs.python_executable()
+    arguments = (pip_install_arguments(progress.requirements, constraints_file) if constraints_file
+                 else progress.requirements)
+    job = jobs.BackgroundJob(jobs.pip_install_command(arguments, python)).start()
+    dialog = slicer.util.createProgressDialog(
+        labelText=f"Installing {', '.join(progress.requirements)}", windowTitle="Installing Python packages",
+        maximum=100, value=0, autoClose=False)
+    try:
+        while job.running:
+            for line in progress.new_lines(job):
+                (log or logging.info)(line)
+            dialog.value, dialog.labelText = int(100 * progress.fraction), progress.text[:120]
+            if dialog.wasCanceled:
+                job.cancel()
+            slicer.app.processEvents()
+            time.sleep(0.05)
+    finally:
+        dialog.close()
+    if job.cancelled:
+        raise RuntimeError("The package installation was cancelled.")
+    if job.result.returncode != 0:
+        raise RuntimeError(f"pip could not install {' '.join(progress.requirements)}:\n" + "\n".join(job.log[-10:]))
 
 
 def work_folder(case_name: str) -> Path:

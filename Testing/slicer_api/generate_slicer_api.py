@@ -51,7 +51,8 @@ PYTHON_MODULES = {"slicer.util": "Base/Python/slicer/util.py",
                   "slicer.ScriptedLoadableModule": "Base/Python/slicer/ScriptedLoadableModule.py",
                   "DICOMLib.DICOMUtils": "Modules/Scripted/DICOMLib/DICOMUtils.py",
                   "SampleData": "Modules/Scripted/SampleData/SampleData.py"}
-CLASS_RE = re.compile(r"\bclass\s+(?:\w+_EXPORT\s+)?([A-Za-z_]\w*)\s*(?:final\s*)?:\s*public\s+([\w:]+)[^{;]*\{")
+# A base class is optional: classes of static helpers (vtkMRMLSubjectHierarchyConstants) have none.
+CLASS_RE = re.compile(r"\bclass\s+(?:\w+_EXPORT\s+)([A-Za-z_]\w*)\s*(?:final\s*)?(?::\s*public\s+([\w:]+)[^{;]*)?\{")
 ACCESS_RE = re.compile(r"^\s*(public|protected|private)\s*(?:slots|Q_SLOTS)?\s*:|^\s*(signals|Q_SIGNALS)\s*:", re.M)
 MACRO_RE = re.compile(r"\b(vtk\w*?(Set|Get)\w*Macro|vtkBooleanMacro|vtkMRMLCopyContent\w*Macro)\s*\(\s*(\w+)(?:\s*,\s*(\w+))?")
 METHOD_RE = re.compile(r"(?:\b((?:vtk|q|ctk|Q)\w+)\s*\*\s*)?\b([A-Za-z_]\w*)\s*\(")
@@ -134,7 +135,7 @@ def parse_header(text: str) -> dict:
     text = strip_comments(text)
     classes = {}
     for match in CLASS_RE.finditer(text):
-        name, base = match.group(1), match.group(2).split("::")[-1]
+        name, base = match.group(1), (match.group(2) or "").split("::")[-1]
         body = class_body(text, match.end() - 1)
         public, full = public_parts(body, "private")
         methods: dict[str, str] = {}
