@@ -18,6 +18,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from myositis_qmri.errors import InputError
+from myositis_qmri.io.dicom_compat import save_dataset
 from myositis_qmri.io import ImageKind, SeriesClass
 from myositis_qmri.io.dicom import read_dicom
 from myositis_qmri.io.dicom_values import phase_to_radians
@@ -69,7 +70,7 @@ def write_classic(path: Path, pixels: np.ndarray, position, te_ms=None, series_u
         ds.add_new(tag, vr, value)
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    save_dataset(ds, path)
     return path
 
 
@@ -310,7 +311,7 @@ def write_enhanced(path: Path, volumes: dict, positions, series_uid="1.2.77", sl
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     ds.NumberOfFrames = len(per_frame)
     ds.PixelData = np.stack(pixels).astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    save_dataset(ds, path)
     return path
 
 
@@ -359,7 +360,7 @@ def test_folder_without_image_series(tmp_path):
     sr.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
     sr.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     sr.SOPClassUID, sr.Modality, sr.SeriesInstanceUID = "1.2.840.10008.5.1.4.1.1.88.11", "SR", "1.5"
-    sr.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+    save_dataset(sr, tmp_path / "report.dcm")
     scan = read_dicom(tmp_path)
     assert scan.series == [] and "without image pixels" in dict(scan.problems)[str(tmp_path / "report.dcm")]
     with pytest.raises(InputError, match="no usable image series"):

@@ -25,6 +25,7 @@ from pydicom.uid import UID
 from .. import __version__
 from ..errors import InputError
 from .atomic import atomic_path
+from .dicom_compat import save_dataset
 
 # Annex E Table E.1-1, basic profile column. Where the standard offers a choice (X/Z, X/D,
 # X/Z/D) the strictest one the IOD allows is taken: X (remove) unless the attribute is Type 2
@@ -243,6 +244,6 @@ def deidentify_folder(src: str | Path, dst: str | Path, pseudonym: str | None = 
         folder = series_folders.setdefault(series, f"series-{len(series_folders) + 1:03d}")
         target = dst / folder / f"{written + 1:05d}.dcm"
         with atomic_path(target) as tmp:
-            clean.save_as(tmp, enforce_file_format=True)
+            save_dataset(clean, tmp)
         written += 1
     return {"written": written, "skipped": skipped, "series": sorted(series_folders.values())}

@@ -24,6 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, gene
 
 from ..volume import Geometry
 from .atomic import atomic_path
+from .dicom_compat import save_dataset
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
@@ -204,7 +205,7 @@ def _real_world_mapping(stack: ImageStack, units: str, last_stored: int) -> Data
 
 def _save(ds: Dataset, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+        save_dataset(ds, tmp)
     return path
 
 

@@ -21,6 +21,7 @@ from pydicom.uid import generate_uid
 from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_path
+from ..io.dicom_compat import save_dataset, segment_description
 from ..io.dicom_write import ImageStack, SeriesSpec, StudyInfo, write_series
 from ..segmentation.labels import (CATEGORY_CODE, LABEL_BY_VALUE, PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, REGION_CODE,
                                    SIDE_CODES, type_code)
@@ -39,6 +40,10 @@ SKELETAL_MUSCLE = hd.sr.CodedConcept("127954009", "SCT", "Skeletal muscle")
 MS = hd.sr.CodedConcept("ms", "UCUM", "millisecond")
 PERCENT = hd.sr.CodedConcept("%", "UCUM", "percent")
 ML = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
+# CID 3488 statistics, spelt out: pydicom 2.4's `codes.SCT.Median` is ambiguous (two codes).
+DERIVATIONS = (("mean", hd.sr.CodedConcept("373098007", "SCT", "Mean")),
+               ("median", hd.sr.CodedConcept("373099004", "SCT", "Median")),
+               ("sd", hd.sr.CodedConcept("386136009", "SCT", "Standard Deviation")))
 MAP_SPECS = {  # kind -> (series description, ImageType value 3, rescale slope, UCUM unit, series number)
     "t2": ("Water T2 map (ms)", "T2_MAP", 0.1, "ms", 50),
     "ff": ("Fat fraction map (%)", "FF", 0.01, "%", 51),
@@ -127,11 +132,11 @@ def write_seg(labels: Volume, sources: list[Dataset], path: Path) -> Dataset:
         # Coded as Slicer's terminology is: the muscle as property type with the side as its
         # modifier, and the thigh, of the same side, as anatomic region.
         side = SIDE_CODES[label.side]
-        description = hd.seg.SegmentDescription(
-            segment_number=number, segment_label=label.name, segmented_property_category=_code(CATEGORY_CODE),
+        description = segment_description(
+            hd, _rgb_to_lab(label.colour_rgb), segment_number=number, segment_label=label.name, segmented_property_category=_code(CATEGORY_CODE),
             segmented_property_type=_code(type_code(label.muscle)), algorithm_type="AUTOMATIC",
             algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=label.key,
-            anatomic_regions=[_code(REGION_CODE)], display_color=hd.color.CIELabColor(*_rgb_to_lab(label.colour_rgb)))
+            anatomic_regions=[_code(REGION_CODE)])
         _with_modifier(description.SegmentedPropertyTypeCodeSequence[0], "SegmentedPropertyTypeModifierCodeSequence",
                        side)
         _with_modifier(description.AnatomicRegionSequence[0], "AnatomicRegionModifierSequence", side)
@@ -170,8 +175,7 @@ def write_sr(report: dict, seg: Dataset, sources: list[Dataset], path: Path) -> 
         measurements = [hd.sr.Measurement(name=codes.SCT.Volume, value=row["volume_ml"], unit=ML)]
         for kind, name, unit in (("t2", WATER_T2, MS), ("ff", FAT_FRACTION, PERCENT)):
             stats = row.get(kind) or {}
-            for stat, derivation in (("mean", codes.SCT.Mean), ("median", codes.SCT.Median),
-                                     ("sd", codes.SCT.StandardDeviation)):
+            for stat, derivation in DERIVATIONS:
                 if stats.get(stat) is not None:
                     measurements.append(hd.sr.Measurement(name=name, value=stats[stat], unit=unit, derivation=derivation))
         evaluations = []
@@ -240,7 +244,7 @@ def write_map_series(volume: Volume, kind: str, folder: Path, template: Dataset 
 
 def _save(ds: Dataset, path: Path) -> None:
     with atomic_path(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+        save_dataset(ds, tmp)
 
 
 def write_dicom_outputs(report: dict, inputs, out_dir: Path) -> dict:
