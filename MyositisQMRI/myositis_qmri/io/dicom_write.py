@@ -81,6 +81,8 @@ class SeriesSpec:
     acquisition: dict = field(default_factory=dict)
     units: str | None = None                       # for a Real World Value Mapping ("%", "ms")
     echo_pulse_sequence: str = "SPIN"              # enhanced MR: SPIN, GRADIENT, BOTH
+    sources: list | None = None                    # classic: per slice, the (SOPClassUID, SOPInstanceUID)
+                                                   # it was derived from (SourceImageSequence)
 
 
 def uid_from(*entropy) -> str:
@@ -237,9 +239,20 @@ def _write_classic(study, series: SeriesSpec, series_uid, stored, folder: Path, 
             if series.units:
                 ds.RealWorldValueMappingSequence = Sequence([_real_world_mapping(stack, series.units,
                                                                                  2 ** stack.bits_stored - 1)])
+            if series.sources:
+                ds.SourceImageSequence = Sequence([_source_item(*series.sources[k])])
             ds.PixelData = np.ascontiguousarray(pixels[k]).tobytes()
             paths.append(_save(ds, folder / f"IM{instance:05d}.dcm"))
     return paths
+
+
+def _source_item(sop_class: str, sop_uid: str) -> Dataset:
+    """A SourceImageSequence item: the image this slice was derived from (DCM 121322,
+    "Source image for image processing operation")."""
+    purpose = _item(CodeValue="121322", CodingSchemeDesignator="DCM",
+                    CodeMeaning="Source image for image processing operation")
+    return _item(ReferencedSOPClassUID=sop_class, ReferencedSOPInstanceUID=sop_uid,
+                 PurposeOfReferenceCodeSequence=Sequence([purpose]))
 
 
 def _item(**attributes) -> Dataset:
