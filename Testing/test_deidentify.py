@@ -15,6 +15,8 @@ from myositis_qmri.io.dicom_compat import save_dataset
 from myositis_qmri.io.deidentify import (BASIC_PROFILE_ACTIONS, UidMap, deidentify_dataset,
                                          deidentify_folder)
 
+pytestmark = pytest.mark.dicom
+
 PHI = {
     "PatientName": "DOE^JOHN", "PatientID": "MRN-99812", "PatientBirthDate": "19610412",
     "PatientSex": "M", "PatientAge": "063Y", "PatientAddress": "12 Elm Street, Springfield",

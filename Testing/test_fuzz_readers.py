@@ -31,7 +31,7 @@ from myositis_qmri.io import read_echo_series, read_volume
 from myositis_qmri.io.dicom import read_dicom
 
 # Garbage input makes pydicom and numpy warn (invalid VR values, overflow); that is expected.
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
+pytestmark = [pytest.mark.dicom, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")]
 
 FUZZ = settings(max_examples=100, deadline=5000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -25,6 +25,8 @@ from myositis_qmri.io.dicom_values import phase_to_radians
 from myositis_qmri.io.discover import discover, pair_magnitude_phase, te_from_name
 from myositis_qmri.io.load import load_echo_series, load_magnitude_phase, load_volume
 
+pytestmark = pytest.mark.dicom
+
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 OBLIQUE_IOP = [1.0, 0.0, 0.0, 0.0, math.cos(0.2), math.sin(0.2)]
