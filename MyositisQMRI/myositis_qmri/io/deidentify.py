@@ -15,7 +15,6 @@ import hashlib
 import secrets
 from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -25,7 +24,7 @@ from pydicom.uid import UID
 from .. import __version__
 from ..errors import InputError
 from .atomic import atomic_path
-from .dicom_compat import save_dataset
+from .dicom_compat import read_dataset, save_dataset
 
 # Annex E Table E.1-1, basic profile column. Where the standard offers a choice (X/Z, X/D,
 # X/Z/D) the strictest one the IOD allows is taken: X (remove) unless the attribute is Type 2
@@ -235,7 +234,7 @@ def deidentify_folder(src: str | Path, dst: str | Path, pseudonym: str | None = 
     written, skipped = 0, []
     for path in files:
         try:
-            ds = dcmread(path)
+            ds = read_dataset(path)
         except (InvalidDicomError, OSError, ValueError, EOFError):
             skipped.append(str(path))
             continue

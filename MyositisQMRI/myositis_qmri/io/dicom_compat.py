@@ -33,6 +33,27 @@ def _numpy2_alias_for_old_highdicom() -> None:
 _numpy2_alias_for_old_highdicom()
 
 
+# The first group of a DICOM stream written without the 128-byte preamble and "DICM": file meta
+# (0002) or, without file meta too, identifying attributes (0008). Little endian.
+_BARE_STREAM_STARTS = (b"\x02\x00", b"\x08\x00")
+
+
+def read_dataset(path, **kwargs) -> Dataset:
+    """`pydicom.dcmread`, also for files without the preamble and "DICM" prefix (some PACS
+    exports and older archives write the bare stream). pydicom refuses those unless forced;
+    forcing is limited to files that begin with a DICOM group 0002 or 0008 tag, so that any
+    other file is still refused with InvalidDicomError."""
+    from pydicom.errors import InvalidDicomError
+    try:
+        return pydicom.dcmread(str(path), **kwargs)
+    except InvalidDicomError:
+        with open(path, "rb") as handle:
+            start = handle.read(2)
+        if start not in _BARE_STREAM_STARTS:
+            raise
+    return pydicom.dcmread(str(path), force=True, **kwargs)
+
+
 def save_dataset(ds: Dataset, path) -> None:
     """Write `ds` as a conformant DICOM file (preamble, file meta, its transfer syntax).
 

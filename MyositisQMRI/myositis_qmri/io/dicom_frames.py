@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from .dicom_compat import read_dataset
 from .dicom_values import PHILIPS_PRIVATE_FRAME_GROUP, ValueMap, stored_value_range, value_map
 from .kinds import ImageKind
 
@@ -92,7 +93,7 @@ class Frame:
 def read_header(path: str | Path) -> pydicom.Dataset:
     """Header with large values (pixels) deferred, not read; NotUsable for anything unreadable."""
     try:
-        ds = pydicom.dcmread(str(path), defer_size="16 KB")
+        ds = read_dataset(path, defer_size="16 KB")
     except InvalidDicomError:
         raise NotUsable("not a DICOM file") from None
     except (OSError, EOFError) as exc:
@@ -379,7 +380,7 @@ def _enhanced_frames(ds, path: str, header: dict, n_frames: int) -> list[Frame]:
 def read_pixels(path: str) -> np.ndarray:
     """All stored pixel values of a file: (rows, cols) or (frames, rows, cols)."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = read_dataset(path)
         return ds.pixel_array
     except Exception as exc:  # decoder missing, truncated data, corrupt stream
         syntax = ""

@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_path
-from ..io.dicom_compat import save_dataset, segment_description
+from ..io.dicom_compat import read_dataset, save_dataset, segment_description
 from ..io.dicom_write import ImageStack, SeriesSpec, StudyInfo, write_series
 from ..segmentation.labels import (CATEGORY_CODE, LABEL_BY_VALUE, PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, REGION_CODE,
                                    SIDE_CODES, type_code)
@@ -82,7 +82,7 @@ def read_source_datasets(volume: Volume) -> list[Dataset]:
     by_uid = {}
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = read_dataset(path, stop_before_pixels=True)
         except Exception:  # noqa: BLE001 - a non-DICOM file among the sources just isn't a source
             continue
         by_uid[ds.SOPInstanceUID] = ds
