@@ -101,3 +101,23 @@ def test_derived_map_series_name_their_source_images(stripped_run):
         assert item.PurposeOfReferenceCodeSequence[0].CodeValue == "121322"
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["steps"]
+
+
+def test_outputs_pass_dciodvfy(stripped_run):
+    """dicom3tools' IOD checker (Debian package dicom3tools) finds no error in SEG, SR, the
+    Parametric Maps and the derived map series; skipped where it is not installed."""
+    import shutil as _shutil
+    import subprocess
+    checker = _shutil.which("dciodvfy")
+    if checker is None:
+        pytest.skip("dciodvfy (dicom3tools) not installed")
+    _, _, out, _, _ = stripped_run
+    files = [out / "seg.dcm", out / "report_sr.dcm", out / "dicom" / "t2_parametric_map.dcm",
+             out / "dicom" / "ff_parametric_map.dcm", sorted((out / "dicom" / "t2_map").glob("*.dcm"))[0]]
+    problems = {}
+    for path in files:
+        report = subprocess.run([checker, str(path)], capture_output=True, text=True, timeout=60)
+        errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+        if errors:
+            problems[path.name] = errors
+    assert not problems, problems

@@ -268,8 +268,22 @@ def write_map_series(volume: Volume, kind: str, folder: Path, template: Dataset 
     if sources and len(sources) == volume.array.shape[0]:
         references = [(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in sources]
     spec = SeriesSpec(description, number, [stack], volume.geometry, units=units, sources=references,
-                      acquisition={"SoftwareVersions": __version__, "DerivationDescription": description})
+                      acquisition={"SoftwareVersions": __version__, "DerivationDescription": description,
+                                   **_mr_image_attributes(template)})
     return write_series(_study_info(template, volume), spec, folder, "classic", entropy=generate_uid())
+
+
+def _mr_image_attributes(template: Dataset | None) -> dict:
+    """The MR Image module's type 1 and 2 acquisition attributes, from the source series where it
+    has them (type 1: research mode "RM" / "NONE" otherwise; type 2: empty). Laterality is type
+    2C for paired body parts: empty, as both thighs are in the image."""
+    def source(keyword, default):
+        value = template.get(keyword) if template is not None else None
+        return default if value in (None, "") else value
+    return {"ScanningSequence": source("ScanningSequence", "RM"), "SequenceVariant": source("SequenceVariant", "NONE"),
+            "ScanOptions": source("ScanOptions", None), "MRAcquisitionType": source("MRAcquisitionType", None),
+            "RepetitionTime": source("RepetitionTime", None), "EchoTime": None, "EchoTrainLength": None,
+            "Laterality": None}
 
 
 # kind -> (content label, LUT label, quantity meaning, UCUM unit, its meaning, series number)
@@ -299,6 +313,7 @@ def write_parametric_map(volume: Volume, kind: str, sources: list[Dataset], path
         window_center=centre, window_width=width, content_label=label, content_description=meaning,
         pixel_measures=measures, plane_orientation=orientation, plane_positions=positions)
     pmap.SeriesDescription = f"{meaning} parametric map (MyositisQMRI)"
+    pmap.Laterality = None  # type 2C for paired body parts: both thighs are in the map
     _save(pmap, path)
     return pmap
 
