@@ -93,16 +93,22 @@ def compressor(name: str):
         import pytest
         from pydicom.encaps import encapsulate
         from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
-        pixels = ds.pixel_array
+        pixels = read_pixels_as_stored(ds)
         if name == "rle":
-            ds.compress(RLELossless)
+            bits = max(int(ds.BitsStored), int(pixels.max()).bit_length())
+            ds.BitsStored, ds.HighBit = bits, bits - 1
+            ds.compress(RLELossless, pixels)
         else:
             if name == "jpeg-ls":
                 jpeg_ls = pytest.importorskip("jpeg_ls", reason="pyjpegls encodes JPEG-LS")
                 frame, syntax = bytes(jpeg_ls.encode_array(pixels)), JPEGLSLossless
             else:
                 openjpeg = pytest.importorskip("openjpeg", reason="pylibjpeg-openjpeg encodes JPEG 2000")
-                frame = openjpeg.encode(pixels, bits_stored=int(ds.BitsStored), use_mct=False)
+                # a scanner's values may exceed BitsStored (see io/dicom_frames._unmasked): the
+                # lossless stream then declares the bits they need
+                bits = max(int(ds.BitsStored), int(pixels.max()).bit_length())
+                ds.BitsStored, ds.HighBit = bits, bits - 1
+                frame = openjpeg.encode(pixels, bits_stored=bits, use_mct=False)
                 syntax = JPEG2000Lossless
             ds.PixelData = encapsulate([frame])
             ds["PixelData"].VR = "OB"
@@ -111,6 +117,11 @@ def compressor(name: str):
             _set_encoding(ds, False)
         save_dataset(ds, target)
     return change
+
+
+def read_pixels_as_stored(ds):
+    from myositis_qmri.io.dicom_frames import _unmasked
+    return _unmasked(ds, ds.pixel_array)
 
 
 def _set_encoding(ds, implicit: bool) -> None:

@@ -9,6 +9,7 @@ import json
 import shutil
 
 import numpy as np
+import pydicom
 import pytest
 
 from dicom_cases import compressor, digest, rewrite, save_implicit, save_stripped, save_without_preamble
@@ -53,6 +54,8 @@ def test_clinical_encodings_inspect_and_run(oai_series, tmp_path, capsys, case, 
     volume, reference = load_volume(study), load_volume(original)
     assert volume.geometry.same_grid(reference.geometry)
     assert np.array_equal(volume.array, reference.array)        # lossless: the very same pixels
+    stored = max(int(np.frombuffer(pydicom.dcmread(f).PixelData, "<u2").max()) for f in original.glob("*.dcm"))
+    assert reference.array.max() == stored   # values beyond BitsStored kept, under pydicom 2.4 and 3 alike
     before = digest(study)
     code = main(["run", str(study), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()

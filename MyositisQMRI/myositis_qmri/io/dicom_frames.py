@@ -381,7 +381,7 @@ def read_pixels(path: str) -> np.ndarray:
     """All stored pixel values of a file: (rows, cols) or (frames, rows, cols)."""
     try:
         ds = read_dataset(path)
-        return ds.pixel_array
+        return _unmasked(ds, ds.pixel_array)
     except Exception as exc:  # decoder missing, truncated data, corrupt stream
         syntax = ""
         try:
@@ -389,3 +389,19 @@ def read_pixels(path: str) -> np.ndarray:
         except Exception:
             pass
         raise NotUsable(f"pixel data cannot be read{syntax}: {type(exc).__name__}: {exc}") from None
+
+
+def _unmasked(ds, pixels: np.ndarray) -> np.ndarray:
+    """Uncompressed unsigned pixels as stored, bits above HighBit included. Some scanners write
+    values beyond BitsStored (real Siemens 12-bit T1 with 4147); pydicom 3 masks those bits
+    (4147 -> 51, a dark speck in bright fat) while pydicom 2.4 keeps them, so the same file would
+    read differently beside Slicer. The stored value is kept under both."""
+    bits_allocated, bits_stored = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("BitsStored", 0) or 0)
+    syntax = getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID")
+    if (bits_allocated != 16 or not 0 < bits_stored < 16 or int(ds.get("PixelRepresentation", 0) or 0) != 0
+            or "PixelData" not in ds or syntax is None or syntax.is_compressed or not syntax.is_little_endian):
+        return pixels
+    raw = np.frombuffer(ds.PixelData, "<u2")
+    if raw.size < pixels.size:
+        return pixels
+    return raw[:pixels.size].reshape(pixels.shape)
