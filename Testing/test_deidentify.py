@@ -11,8 +11,11 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from myositis_qmri.errors import InputError
+from myositis_qmri.io.dicom_compat import save_dataset
 from myositis_qmri.io.deidentify import (BASIC_PROFILE_ACTIONS, UidMap, deidentify_dataset,
                                          deidentify_folder)
+
+pytestmark = pytest.mark.dicom
 
 PHI = {
     "PatientName": "DOE^JOHN", "PatientID": "MRN-99812", "PatientBirthDate": "19610412",
@@ -128,7 +131,7 @@ def test_folder_export_holds_no_identifier_and_leaves_inputs_alone(two_slices, t
     src = tmp_path / "DOE_JOHN"
     (src / "series1").mkdir(parents=True)
     for i, ds in enumerate(two_slices):
-        ds.save_as(src / "series1" / f"DOE_{i}.dcm", enforce_file_format=True)
+        save_dataset(ds, src / "series1" / f"DOE_{i}.dcm")
     (src / "notes.txt").write_text("DOE^JOHN MRN-99812")
     hashes = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.rglob("*") if p.is_file()}
 

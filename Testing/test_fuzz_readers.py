@@ -26,11 +26,12 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, MRImageStorage, generate_uid
 
 from myositis_qmri.errors import InputError
+from myositis_qmri.io.dicom_compat import save_dataset
 from myositis_qmri.io import read_echo_series, read_volume
 from myositis_qmri.io.dicom import read_dicom
 
 # Garbage input makes pydicom and numpy warn (invalid VR values, overflow); that is expected.
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
+pytestmark = [pytest.mark.dicom, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")]
 
 FUZZ = settings(max_examples=100, deadline=5000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -89,7 +90,7 @@ def dicom_study(tmp_path_factory) -> dict[str, bytes]:
     for e in range(N_ECHOES):
         for z in range(N_SLICES):
             path = folder / f"IM{e}{z}.dcm"
-            mese_file(uid, z, e).save_as(path, enforce_file_format=True)
+            save_dataset(mese_file(uid, z, e), path)
             files[path.name] = path.read_bytes()
     return files
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from myositis_qmri.cli import main
+
+pytestmark = pytest.mark.dicom
 
 
 def test_inspect_real_mese_and_dixon(shared_data, capsys):

@@ -19,6 +19,8 @@ from myositis_qmri.phantom import anatomy as A
 from myositis_qmri.phantom import signals as S
 from myositis_qmri.segmentation.labels import LABELS, label_value
 
+pytestmark = pytest.mark.dicom
+
 SERIES_FILES = {"01_T1w_TSE": 1, "02_MESE": 17, "03_GRE_M": 6, "04_GRE_P": 6,
                 "05_Dixon_W": 1, "06_Dixon_F": 1, "07_Dixon_FF": 1}
 

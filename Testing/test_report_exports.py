@@ -21,6 +21,8 @@ from myositis_qmri.report.build import ReportInputs
 from myositis_qmri.report.dicom_export import read_source_datasets
 from myositis_qmri.volume import Volume
 
+pytestmark = pytest.mark.dicom
+
 PROJECT = Path(__file__).resolve().parents[1]
 TEXT_ONLY = ("json", "csv")
 

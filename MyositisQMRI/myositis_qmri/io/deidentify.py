@@ -1,10 +1,14 @@
 """De-identification of exported DICOM copies: the PS3.15 Annex E Basic Application Level
 Confidentiality Profile.
 
-Attributes of the basic profile are removed (X), emptied (Z), replaced by a dummy (D) or, for
-UIDs, replaced (U) consistently through a `UidMap`, so that the studies, series, instances and
+The table is the standard's own (Table E.1-1 as machine-readable data, generated into
+`ps315_table.py` by `ps315_generate.py`, never edited by hand). Its attributes are removed (X),
+emptied (Z), replaced by a dummy (D) or, for UIDs, replaced (U) consistently through a `UidMap`, so that the studies, series, instances and
 frames of reference of a de-identified folder still refer to each other. Private attributes,
-overlays and curves are removed, everywhere in nested sequences too. The original dataset and
+overlays and curves are removed, everywhere in nested sequences too (the per-frame functional
+groups of enhanced MR with their FrameAcquisitionDateTime and FrameReferenceDateTime, the
+ContributingEquipmentSequence with its ContributionDateTime, an SR's ContentSequence); any
+other date is replaced by a dummy; images with burned-in annotation are refused. The original dataset and
 files are never modified: `deidentify_dataset` returns a copy, `deidentify_folder` writes new
 files (atomically) under new names, since folder and file names often carry patient names.
 """
@@ -15,8 +19,7 @@ import hashlib
 import secrets
 from pathlib import Path
 
-from pydicom import dcmread
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
@@ -25,91 +28,40 @@ from pydicom.uid import UID
 from .. import __version__
 from ..errors import InputError
 from .atomic import atomic_path
+from .dicom_compat import read_dataset, save_dataset
+from .ps315_table import BASIC_PROFILE
 
-# Annex E Table E.1-1, basic profile column. Where the standard offers a choice (X/Z, X/D,
-# X/Z/D) the strictest one the IOD allows is taken: X (remove) unless the attribute is Type 2
-# in the MR/Enhanced MR IODs, where it is emptied (Z) instead.
-_REMOVE = """
-AccessionNumber:Z AcquisitionComments AcquisitionContextSequence AcquisitionDate AcquisitionDateTime
-AcquisitionDeviceProcessingDescription AcquisitionProtocolDescription AcquisitionTime
-ActualHumanPerformersSequence AdditionalPatientHistory AdmissionID AdmittingDate
-AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription AdmittingTime Allergies Arbitrary
-AuthorObserverSequence BranchOfService CassetteID CommentsOnThePerformedProcedureStep
-ConfidentialityConstraintOnPatientDataDescription ContentCreatorIdentificationCodeSequence
-ContentCreatorName:Z ContentDate:Z ContentTime:Z ContrastBolusAgent:D ContributionDescription
-CountryOfResidence CurrentPatientLocation CurveDate CurveTime CustodialOrganizationSequence
-DataSetTrailingPadding DerivationDescription DetectorID DeviceSerialNumber DeviceDescription
-DigitalSignaturesSequence DischargeDiagnosisDescription DistributionAddress DistributionName
-EthnicGroup FillerOrderNumberImagingServiceRequest:Z FrameComments GantryID GeneratorID
-HumanPerformerName HumanPerformerOrganization IconImageSequence IdentifyingComments ImageComments
-ImagePresentationComments ImagingServiceRequestComments Impressions InstanceCreationDate
-InstanceCreationTime InstitutionAddress InstitutionCodeSequence InstitutionName
-InstitutionalDepartmentName InsurancePlanIdentification
-IntendedRecipientsOfResultsIdentificationSequence InterpretationApproverSequence
-InterpretationAuthor InterpretationDiagnosisDescription InterpretationIDIssuer
-InterpretationRecorder InterpretationText InterpretationTranscriber IssuerOfAdmissionID
-IssuerOfPatientID IssuerOfServiceEpisodeID MAC MedicalAlerts MedicalRecordLocator MilitaryRank
-ModifiedAttributesSequence ModifiedImageDescription ModifyingDeviceID ModifyingDeviceManufacturer
-NameOfPhysiciansReadingStudy NamesOfIntendedRecipientsOfResults Occupation
-OperatorIdentificationSequence OperatorsName OrderCallbackPhoneNumber OrderEnteredBy
-OrderEntererLocation OriginalAttributesSequence OtherPatientIDs OtherPatientIDsSequence
-OtherPatientNames OverlayDate OverlayTime ParticipantSequence PatientAddress PatientAge
-PatientBirthDate:Z PatientBirthName PatientBirthTime PatientComments PatientID:Z
-PatientInstitutionResidence PatientInsurancePlanCodeSequence PatientMotherBirthName PatientName:Z
-PatientPrimaryLanguageCodeSequence PatientPrimaryLanguageModifierCodeSequence
-PatientReligiousPreference PatientSex:Z PatientSexNeutered PatientSize PatientState
-PatientTelephoneNumbers PatientTransportArrangements PatientWeight PerformedLocation
-PerformedProcedureStepDescription PerformedProcedureStepEndDate PerformedProcedureStepEndTime
-PerformedProcedureStepID PerformedProcedureStepStartDate PerformedProcedureStepStartTime
-PerformedStationAETitle PerformedStationGeographicLocationCodeSequence PerformedStationName
-PerformedStationNameCodeSequence PerformingPhysicianIdentificationSequence PerformingPhysicianName
-PersonAddress PersonIdentificationCodeSequence:D PersonName:D PersonTelephoneNumbers
-PhysicianApprovingInterpretation PhysiciansOfRecord PhysiciansOfRecordIdentificationSequence
-PhysiciansReadingStudyIdentificationSequence PlacerOrderNumberImagingServiceRequest:Z PlateID
-PreMedication PregnancyStatus ProtocolName ReasonForStudy ReasonForTheImagingServiceRequest
-ReferencedDigitalSignatureSequence ReferencedPatientAliasSequence ReferencedPatientSequence
-ReferencedPerformedProcedureStepSequence ReferencedSOPInstanceMACSequence ReferencedStudySequence
-ReferringPhysicianAddress ReferringPhysicianIdentificationSequence ReferringPhysicianName:Z
-ReferringPhysicianTelephoneNumbers RegionOfResidence RequestAttributesSequence
-RequestedContrastAgent RequestedProcedureComments RequestedProcedureDescription
-RequestedProcedureID RequestedProcedureLocation RequestingPhysician RequestingService
-ResponsibleOrganization ResponsiblePerson ResultsComments ResultsDistributionListSequence
-ResultsIDIssuer ReviewerName ScheduledHumanPerformersSequence ScheduledPatientInstitutionResidence
-ScheduledPerformingPhysicianIdentificationSequence ScheduledPerformingPhysicianName
-ScheduledProcedureStepDescription ScheduledProcedureStepEndDate ScheduledProcedureStepEndTime
-ScheduledProcedureStepLocation ScheduledProcedureStepStartDate ScheduledProcedureStepStartTime
-ScheduledStationAETitle ScheduledStationGeographicLocationCodeSequence ScheduledStationName
-ScheduledStationNameCodeSequence ScheduledStudyLocation ScheduledStudyLocationAETitle SeriesDate
-SeriesDescription SeriesTime ServiceEpisodeDescription ServiceEpisodeID SmokingStatus SpecialNeeds
-StationName StudyComments StudyDate:Z StudyDescription StudyID:Z StudyIDIssuer StudyTime:Z
-TextComments TextString TimezoneOffsetFromUTC TopicAuthor TopicKeywords TopicSubject TopicTitle
-VerifyingObserverIdentificationCodeSequence:Z VerifyingObserverName:D VerifyingObserverSequence:D
-VerifyingOrganization VisitComments
-"""
-
-_REPLACE_UID = """
-AffectedSOPInstanceUID ConcatenationUID CreatorVersionUID DeviceUID DimensionOrganizationUID
-DoseReferenceUID FailedSOPInstanceUIDList FiducialUID FrameOfReferenceUID InstanceCreatorUID
-IrradiationEventUID LargePaletteColorLookupTableUID MediaStorageSOPInstanceUID
-PaletteColorLookupTableUID ReferencedFrameOfReferenceUID
-ReferencedGeneralPurposeScheduledProcedureStepTransactionUID ReferencedSOPInstanceUID
-ReferencedSOPInstanceUIDInFile RelatedFrameOfReferenceUID RequestedSOPInstanceUID
-SeriesInstanceUID SOPInstanceUID StorageMediaFileSetUID StudyInstanceUID
-SynchronizationFrameOfReferenceUID TemplateExtensionCreatorUID TemplateExtensionOrganizationUID
-TransactionUID UID
-"""
+# Where the standard offers a choice (X/Z, X/D, X/Z/D, Z/D), the strictest one the IODs the
+# project reads and writes (MR, Enhanced MR, SEG, SR) allow: remove (X), unless the attribute
+# is required there, then empty (Z, Type 2) or a dummy (D, Type 1: the enhanced MR dates).
+_REQUIRED_CHOICE = {
+    "AccessionNumber": "Z", "ContentCreatorName": "Z", "FillerOrderNumberImagingServiceRequest": "Z",
+    "PatientBirthDate": "Z", "PatientID": "Z", "PatientName": "Z", "PatientSex": "Z",
+    "PlacerOrderNumberImagingServiceRequest": "Z", "ReferringPhysicianName": "Z", "StudyDate": "Z",
+    "StudyID": "Z", "StudyTime": "Z", "VerifyingObserverIdentificationCodeSequence": "Z",
+    "ContentDate": "D", "ContentTime": "D", "AcquisitionDateTime": "D", "ContrastBolusAgent": "D",
+    "PersonIdentificationCodeSequence": "D", "PersonName": "D", "VerifyingObserverName": "D",
+    "VerifyingObserverSequence": "D",
+}
 
 
-def _parse_actions(table: str, default: str) -> dict[str, str]:
-    actions = {}
-    for entry in table.split():
-        keyword, _, action = entry.partition(":")
-        actions[keyword] = action or default
-    return actions
+def _resolve(keyword: str, action: str) -> str:
+    """One action (X, Z, D or U) from the standard's entry, which may offer a choice."""
+    choices = action.replace("*", "").split("/")
+    if len(choices) == 1:
+        return choices[0]
+    if "U" in choices:  # X/Z/U*: a reference sequence kept with its UIDs replaced, so that the
+        return "U"      # de-identified objects still reference each other
+    preferred = _REQUIRED_CHOICE.get(keyword)
+    if preferred in choices:
+        return preferred
+    return "X" if "X" in choices else choices[0]
 
 
-BASIC_PROFILE_ACTIONS: dict[str, str] = {**_parse_actions(_REMOVE, "X"), **_parse_actions(_REPLACE_UID, "U")}
-_ACTION_BY_TAG = {tag_for_keyword(k): a for k, a in BASIC_PROFILE_ACTIONS.items() if tag_for_keyword(k) is not None}
+_ACTION_BY_TAG = {tag: _resolve(keyword_for_tag(tag) or "", action) for tag, action in BASIC_PROFILE.items()}
+BASIC_PROFILE_ACTIONS: dict[str, str] = {keyword_for_tag(tag): action for tag, action in _ACTION_BY_TAG.items()
+                                         if keyword_for_tag(tag)}
+_DATE_VRS = ("DA", "DT")
 
 # DICOM code for the profile applied (CID 7050 De-identification Method).
 BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
@@ -175,18 +127,27 @@ def _clean(ds: Dataset, uid_map: UidMap) -> None:
             # "U" attributes, and any other UID that is not a registered DICOM UID (a UID
             # minted by the scanner can identify the site and the patient's visit).
             elem.value = _replace_uid_value(elem.value, uid_map)
+        elif elem.VR in _DATE_VRS and elem.value and action is None:
+            # A date the table does not list (a newer or vendor-specific attribute): the
+            # profile's promise of no longitudinal information covers it too.
+            elem.value = _DUMMY_BY_VR[elem.VR]
         if tag in ds and elem.VR == "SQ":
             for item in elem.value:
                 _clean(item, uid_map)
 
 
-def deidentify_dataset(ds: Dataset, uid_map: UidMap | None = None, pseudonym: str | None = None) -> Dataset:
+def deidentify_dataset(ds: Dataset, uid_map: UidMap | None = None, pseudonym: str | None = None,
+                       source=None) -> Dataset:
     """A de-identified copy of `ds` (the basic profile); `ds` itself is left untouched.
 
     Pass one `uid_map` for all files of a study so its UIDs stay consistent. `pseudonym`,
     when given, becomes the PatientName and PatientID (a trial subject code, for example);
-    otherwise both are empty.
+    otherwise both are empty. An image with burned-in annotation is refused (InputError
+    naming `source`): its pixels would still show who it is.
     """
+    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+        raise InputError(source, "BurnedInAnnotation is YES: the pixels show identifying text, which the "
+                                 "basic profile cannot remove; not de-identified")
     uid_map = uid_map or UidMap()
     out = copy.deepcopy(ds)
     _clean(out, uid_map)
@@ -221,7 +182,8 @@ def deidentify_folder(src: str | Path, dst: str | Path, pseudonym: str | None = 
     """De-identify every DICOM file under `src` into `dst` as `series-NNN/NNNNN.dcm`.
 
     Non-DICOM files are not copied (a sidecar or a report may name the patient). Returns
-    counts of files written and skipped, and the folder of each new series.
+    counts of files written, skipped (not DICOM) and refused (with the reason), and the folder
+    of each new series.
     """
     src, dst = Path(src).resolve(), Path(dst).resolve()
     if not src.exists():
@@ -231,18 +193,22 @@ def deidentify_folder(src: str | Path, dst: str | Path, pseudonym: str | None = 
     uid_map = uid_map or UidMap()
     files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
     series_folders: dict[str, str] = {}
-    written, skipped = 0, []
+    written, skipped, refused = 0, [], []
     for path in files:
         try:
-            ds = dcmread(path)
+            ds = read_dataset(path)
         except (InvalidDicomError, OSError, ValueError, EOFError):
             skipped.append(str(path))
             continue
-        clean = deidentify_dataset(ds, uid_map, pseudonym)
+        try:
+            clean = deidentify_dataset(ds, uid_map, pseudonym, source=path)
+        except InputError as exc:
+            refused.append({"path": str(path), "reason": exc.reason})
+            continue
         series = str(clean.get("SeriesInstanceUID", ""))
         folder = series_folders.setdefault(series, f"series-{len(series_folders) + 1:03d}")
         target = dst / folder / f"{written + 1:05d}.dcm"
         with atomic_path(target) as tmp:
-            clean.save_as(tmp, enforce_file_format=True)
+            save_dataset(clean, tmp)
         written += 1
-    return {"written": written, "skipped": skipped, "series": sorted(series_folders.values())}
+    return {"written": written, "skipped": skipped, "refused": refused, "series": sorted(series_folders.values())}

@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from .dicom_compat import read_dataset
 from .dicom_values import PHILIPS_PRIVATE_FRAME_GROUP, ValueMap, stored_value_range, value_map
 from .kinds import ImageKind
 
@@ -92,7 +93,7 @@ class Frame:
 def read_header(path: str | Path) -> pydicom.Dataset:
     """Header with large values (pixels) deferred, not read; NotUsable for anything unreadable."""
     try:
-        ds = pydicom.dcmread(str(path), defer_size="16 KB")
+        ds = read_dataset(path, defer_size="16 KB")
     except InvalidDicomError:
         raise NotUsable("not a DICOM file") from None
     except (OSError, EOFError) as exc:
@@ -379,8 +380,8 @@ def _enhanced_frames(ds, path: str, header: dict, n_frames: int) -> list[Frame]:
 def read_pixels(path: str) -> np.ndarray:
     """All stored pixel values of a file: (rows, cols) or (frames, rows, cols)."""
     try:
-        ds = pydicom.dcmread(path)
-        return ds.pixel_array
+        ds = read_dataset(path)
+        return _unmasked(ds, ds.pixel_array)
     except Exception as exc:  # decoder missing, truncated data, corrupt stream
         syntax = ""
         try:
@@ -388,3 +389,19 @@ def read_pixels(path: str) -> np.ndarray:
         except Exception:
             pass
         raise NotUsable(f"pixel data cannot be read{syntax}: {type(exc).__name__}: {exc}") from None
+
+
+def _unmasked(ds, pixels: np.ndarray) -> np.ndarray:
+    """Uncompressed unsigned pixels as stored, bits above HighBit included. Some scanners write
+    values beyond BitsStored (real Siemens 12-bit T1 with 4147); pydicom 3 masks those bits
+    (4147 -> 51, a dark speck in bright fat) while pydicom 2.4 keeps them, so the same file would
+    read differently beside Slicer. The stored value is kept under both."""
+    bits_allocated, bits_stored = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("BitsStored", 0) or 0)
+    syntax = getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID")
+    if (bits_allocated != 16 or not 0 < bits_stored < 16 or int(ds.get("PixelRepresentation", 0) or 0) != 0
+            or "PixelData" not in ds or syntax is None or syntax.is_compressed or not syntax.is_little_endian):
+        return pixels
+    raw = np.frombuffer(ds.PixelData, "<u2")
+    if raw.size < pixels.size:
+        return pixels
+    return raw[:pixels.size].reshape(pixels.shape)

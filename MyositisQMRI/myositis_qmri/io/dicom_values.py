@@ -104,43 +104,78 @@ def stored_value_range(bits_stored: int | None, signed: bool, vmap: ValueMap) ->
     return min(a, b), max(a, b), abs(vmap.slope)
 
 
+# A wrapped phase image fills nearly its whole span (background noise and phase wraps cover
+# every angle); a header span the data fill less than a quarter of is a wrong BitsStored
+# (12-bit Siemens phase declared as 16-bit fills 1/16), and a span inferred from the data
+# must be at least half filled to be believed.
+HEADER_FILL_MIN = 0.25
+DATA_FILL_MIN = 0.5
+
+
 def phase_to_radians(values: np.ndarray, source=None, value_range=None) -> np.ndarray:
     """Phase image in any common vendor scaling -> radians in [-pi, pi).
 
-    Recognised, in this order, from `value_range` = (lowest, highest, step) when the header
-    gives it, else from the data's own range:
+    `value_range` = (lowest, highest, step) is what the header's BitsStored, signedness and
+    rescale allow. It is used when the data fill a plausible part of it; when the data lie
+    outside it, or fill less than HEADER_FILL_MIN of it (a BitsStored larger than the values
+    need), the scaling is taken from the data's own range instead:
     - radians already: everything within [-pi, 2 pi] (+ rounding);
     - milliradians (GE writes phase x 1000): |values| <= 3142 with a negative minimum;
     - degrees: within [-180, 180] with values beyond 2 pi;
     - integers over a power-of-two span: unsigned 0..2^k-1 (Siemens 0..4095 as in NIfTI
       exports) maps to [-pi, pi); signed -2^(k-1)..2^(k-1)-1 (Siemens after rescale, -4096..
-      4094 with step 2) maps to [-pi, pi).
-    Anything else is refused: guessing a phase scale silently would corrupt the fat/water fit.
+      4094 with step 2) maps to [-pi, pi); the data must fill DATA_FILL_MIN of that span.
+    Anything else is refused with the reason: guessing a phase scale silently would swap fat
+    and water in the fit.
     """
     values = np.asarray(values, dtype=np.float32)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         raise InputError(source, "phase image has no finite values")
     data_lo, data_hi = float(finite.min()), float(finite.max())
+    header_note = ""
     if value_range is not None:
         lo, hi, step = (float(v) for v in value_range)
+        fill = (data_hi - data_lo + step) / (hi - lo + step)
         if data_lo < lo - 1e-3 or data_hi > hi + 1e-3:
-            value_range = None  # header range contradicts the data; trust the data
-    if value_range is None:
-        lo, hi, step = data_lo, data_hi, 1.0
-        if lo >= -math.pi - 0.01 and hi <= 2 * math.pi + 0.01:
-            return _wrap(values)
-        extent = max(-lo, hi)
-        if lo < 0 and 1000 < extent <= 3142.6:
-            return _wrap(values / np.float32(1000.0))
-        if lo < 0 and 2 * math.pi < extent <= 180.5:
-            return _wrap(np.deg2rad(values))
-        if lo >= 0:
-            span = 2.0 ** math.ceil(math.log2(hi + 1.0))
-            lo, hi, step = 0.0, span - 1.0, 1.0
+            header_note = f"values lie outside the header's range {lo:g}..{hi:g}; "
+        elif fill < HEADER_FILL_MIN:
+            header_note = (f"values fill only {100 * fill:.1f} % of the header's range {lo:g}..{hi:g} "
+                           "(BitsStored larger than the data use); ")
         else:
-            half = 2.0 ** math.ceil(math.log2(max(-lo, hi + 1.0)))
-            lo, hi, step = -half, half - 1.0, 1.0
+            return _scale_span(values, lo, hi, step, source)
+    return _phase_from_data(values, data_lo, data_hi, source, header_note)
+
+
+def _phase_from_data(values, lo: float, hi: float, source, header_note: str = "") -> np.ndarray:
+    """Radians from the data's own range (see `phase_to_radians`): of the conventions whose span
+    holds the data, the one they fill best; refused when none is filled to DATA_FILL_MIN."""
+    if lo >= -math.pi - 0.01 and hi <= 2 * math.pi + 0.01:
+        return _wrap(values)
+    candidates = []  # (fill, description, radians)
+    extent = max(-lo, hi)
+    if lo < 0 and extent <= 3142.6:
+        candidates.append(((hi - lo) / (2000 * math.pi), "milliradians", lambda: _wrap(values / np.float32(1000.0))))
+    if lo < 0 and extent <= 180.5:
+        candidates.append(((hi - lo) / 360.0, "degrees", lambda: _wrap(np.deg2rad(values))))
+    if lo >= 0:
+        span_lo, span_hi = 0.0, 2.0 ** math.ceil(math.log2(hi + 1.0)) - 1.0
+    else:
+        half = 2.0 ** math.ceil(math.log2(max(-lo, hi + 1.0)))
+        span_lo, span_hi = -half, half - 1.0
+    if span_hi - span_lo + 1.0 >= 64:
+        candidates.append(((hi - lo + 1.0) / (span_hi - span_lo + 1.0), f"the power-of-two span {span_lo:g}..{span_hi:g}",
+                           lambda: _scale_span(values, span_lo, span_hi, 1.0, source)))
+    best = max(candidates, key=lambda c: c[0], default=None)
+    if best is None or best[0] < DATA_FILL_MIN:
+        told = f"; they fill only {100 * best[0]:.0f} % of {best[1]}" if best else ""
+        raise InputError(source, f"cannot tell the phase scaling: {header_note}values {lo:g}..{hi:g} are not "
+                                 f"radians{told}")
+    return best[2]()
+
+
+def _scale_span(values, lo: float, hi: float, step: float, source) -> np.ndarray:
+    """A stored span lo..hi (one `step` short of a full turn) -> [-pi, pi)."""
     period = hi - lo + step
     if period <= 2 * math.pi + 0.01 and lo >= -math.pi - 0.01:
         return _wrap(values)

@@ -24,6 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, gene
 
 from ..volume import Geometry
 from .atomic import atomic_path
+from .dicom_compat import save_dataset
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
@@ -80,6 +81,8 @@ class SeriesSpec:
     acquisition: dict = field(default_factory=dict)
     units: str | None = None                       # for a Real World Value Mapping ("%", "ms")
     echo_pulse_sequence: str = "SPIN"              # enhanced MR: SPIN, GRADIENT, BOTH
+    sources: list | None = None                    # classic: per slice, the (SOPClassUID, SOPInstanceUID)
+                                                   # it was derived from (SourceImageSequence)
 
 
 def uid_from(*entropy) -> str:
@@ -204,7 +207,7 @@ def _real_world_mapping(stack: ImageStack, units: str, last_stored: int) -> Data
 
 def _save(ds: Dataset, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+        save_dataset(ds, tmp)
     return path
 
 
@@ -236,9 +239,20 @@ def _write_classic(study, series: SeriesSpec, series_uid, stored, folder: Path, 
             if series.units:
                 ds.RealWorldValueMappingSequence = Sequence([_real_world_mapping(stack, series.units,
                                                                                  2 ** stack.bits_stored - 1)])
+            if series.sources:
+                ds.SourceImageSequence = Sequence([_source_item(*series.sources[k])])
             ds.PixelData = np.ascontiguousarray(pixels[k]).tobytes()
             paths.append(_save(ds, folder / f"IM{instance:05d}.dcm"))
     return paths
+
+
+def _source_item(sop_class: str, sop_uid: str) -> Dataset:
+    """A SourceImageSequence item: the image this slice was derived from (DCM 121322,
+    "Source image for image processing operation")."""
+    purpose = _item(CodeValue="121322", CodingSchemeDesignator="DCM",
+                    CodeMeaning="Source image for image processing operation")
+    return _item(ReferencedSOPClassUID=sop_class, ReferencedSOPInstanceUID=sop_uid,
+                 PurposeOfReferenceCodeSequence=Sequence([purpose]))
 
 
 def _item(**attributes) -> Dataset:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pydicom
 
 from ..io.atomic import atomic_path
+from ..io.dicom_compat import save_dataset
 from ..io.deidentify import UidMap, deidentify_dataset
 
 IDENTIFYING_STUDY_FIELDS = ("patient_name", "patient_id", "patient_birth_date", "accession_number",
@@ -50,7 +51,7 @@ def write_anonymized_copies(report: dict, figures, out_dir: Path, pseudonym: str
         destination = target / path.relative_to(out_dir)
         destination.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(destination) as tmp:
-            ds.save_as(tmp, enforce_file_format=True)
+            save_dataset(ds, tmp)
     if dicom_files:
         outputs["anonymized_dicom_files"] = str(len(dicom_files))
     return outputs

@@ -1,6 +1,7 @@
 """DICOM outputs of a report: SEG of the muscles, a TID 1500 SR (highdicom) with per-muscle
-measurements and the two grades, and the T2/FF maps as MR derived series with Real World
-Value Mapping (true units in ms and %).
+measurements and the two grades, and the T2/FF maps twice: as MR derived series with Real World
+Value Mapping (true units in ms and %, for viewers that show only images) and as Parametric
+Map objects (float values, the same mapping, references to the source images).
 
 SEG and SR reference the series the segmentation was drawn on; plane positions come from the
 label map's own geometry, so single-frame and enhanced multi-frame sources work alike. Map
@@ -8,6 +9,7 @@ series copy patient and study from their source series and reference it.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import highdicom as hd
@@ -21,6 +23,7 @@ from pydicom.uid import generate_uid
 from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_path
+from ..io.dicom_compat import read_dataset, save_dataset, segment_description
 from ..io.dicom_write import ImageStack, SeriesSpec, StudyInfo, write_series
 from ..segmentation.labels import (CATEGORY_CODE, LABEL_BY_VALUE, PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, REGION_CODE,
                                    SIDE_CODES, type_code)
@@ -39,6 +42,10 @@ SKELETAL_MUSCLE = hd.sr.CodedConcept("127954009", "SCT", "Skeletal muscle")
 MS = hd.sr.CodedConcept("ms", "UCUM", "millisecond")
 PERCENT = hd.sr.CodedConcept("%", "UCUM", "percent")
 ML = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
+# CID 3488 statistics, spelt out: pydicom 2.4's `codes.SCT.Median` is ambiguous (two codes).
+DERIVATIONS = (("mean", hd.sr.CodedConcept("373098007", "SCT", "Mean")),
+               ("median", hd.sr.CodedConcept("373099004", "SCT", "Median")),
+               ("sd", hd.sr.CodedConcept("386136009", "SCT", "Standard Deviation")))
 MAP_SPECS = {  # kind -> (series description, ImageType value 3, rescale slope, UCUM unit, series number)
     "t2": ("Water T2 map (ms)", "T2_MAP", 0.1, "ms", 50),
     "ff": ("Fat fraction map (%)", "FF", 0.01, "%", 51),
@@ -75,7 +82,7 @@ def read_source_datasets(volume: Volume) -> list[Dataset]:
     by_uid = {}
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = read_dataset(path, stop_before_pixels=True)
         except Exception:  # noqa: BLE001 - a non-DICOM file among the sources just isn't a source
             continue
         by_uid[ds.SOPInstanceUID] = ds
@@ -85,6 +92,27 @@ def read_source_datasets(volume: Volume) -> list[Dataset]:
             ordered.append(by_uid[uid])
             seen.add(uid)
     return ordered
+
+
+# Type 2 attributes (present, may be empty) of the Patient, General Study and General Series
+# modules that highdicom copies from the source images into SEG and SR. Anonymised exports
+# often drop them; highdicom then fails with AttributeError after every map was computed.
+ABSENT_OK = {"PatientName": "PN", "PatientID": "LO", "PatientBirthDate": "DA", "PatientSex": "CS",
+             "StudyDate": "DA", "StudyTime": "TM", "ReferringPhysicianName": "PN", "StudyID": "SH",
+             "AccessionNumber": "SH", "SeriesNumber": "IS", "Laterality": "CS", "PositionReferenceIndicator": "LO"}
+
+
+def with_absent_attributes(sources: list[Dataset]) -> list[Dataset]:
+    """Copies of the source headers with every absent type 2 attribute present and empty, for
+    highdicom; the datasets (and files) given are never changed."""
+    copies = []
+    for ds in sources:
+        clone = copy.deepcopy(ds)
+        for keyword, vr in ABSENT_OK.items():
+            if keyword not in clone:
+                clone.add_new(keyword, vr, None)
+        copies.append(clone)
+    return copies
 
 
 def _plane_info(volume: Volume):
@@ -112,6 +140,7 @@ def _check_source(volume: Volume, sources: list[Dataset]) -> None:
 def write_seg(labels: Volume, sources: list[Dataset], path: Path) -> Dataset:
     """DICOM SEG (labelmap-style BINARY, one segment per label present)."""
     _check_source(labels, sources)
+    sources = with_absent_attributes(sources)
     array = np.rint(labels.array).astype(np.uint8)
     present = [v for v in sorted(LABEL_BY_VALUE) if np.any(array == v)]
     if not present:
@@ -127,11 +156,11 @@ def write_seg(labels: Volume, sources: list[Dataset], path: Path) -> Dataset:
         # Coded as Slicer's terminology is: the muscle as property type with the side as its
         # modifier, and the thigh, of the same side, as anatomic region.
         side = SIDE_CODES[label.side]
-        description = hd.seg.SegmentDescription(
-            segment_number=number, segment_label=label.name, segmented_property_category=_code(CATEGORY_CODE),
+        description = segment_description(
+            hd, _rgb_to_lab(label.colour_rgb), segment_number=number, segment_label=label.name, segmented_property_category=_code(CATEGORY_CODE),
             segmented_property_type=_code(type_code(label.muscle)), algorithm_type="AUTOMATIC",
             algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=label.key,
-            anatomic_regions=[_code(REGION_CODE)], display_color=hd.color.CIELabColor(*_rgb_to_lab(label.colour_rgb)))
+            anatomic_regions=[_code(REGION_CODE)])
         _with_modifier(description.SegmentedPropertyTypeCodeSequence[0], "SegmentedPropertyTypeModifierCodeSequence",
                        side)
         _with_modifier(description.AnatomicRegionSequence[0], "AnatomicRegionModifierSequence", side)
@@ -160,6 +189,7 @@ def _rgb_to_lab(rgb) -> tuple[float, float, float]:
 def write_sr(report: dict, seg: Dataset, sources: list[Dataset], path: Path) -> Dataset:
     """TID 1500 measurement report: per muscle and side, volume, T2 and FF statistics, grades."""
     numbers = {item.SegmentLabel: item.SegmentNumber for item in seg.SegmentSequence}
+    sources = with_absent_attributes(sources)
     source_series = hd.sr.SourceSeriesForSegmentation(sources[0].SeriesInstanceUID)
     t2_stat = edema_statistic(report["scoring"])
     groups = []
@@ -170,8 +200,7 @@ def write_sr(report: dict, seg: Dataset, sources: list[Dataset], path: Path) -> 
         measurements = [hd.sr.Measurement(name=codes.SCT.Volume, value=row["volume_ml"], unit=ML)]
         for kind, name, unit in (("t2", WATER_T2, MS), ("ff", FAT_FRACTION, PERCENT)):
             stats = row.get(kind) or {}
-            for stat, derivation in (("mean", codes.SCT.Mean), ("median", codes.SCT.Median),
-                                     ("sd", codes.SCT.StandardDeviation)):
+            for stat, derivation in DERIVATIONS:
                 if stats.get(stat) is not None:
                     measurements.append(hd.sr.Measurement(name=name, value=stats[stat], unit=unit, derivation=derivation))
         evaluations = []
@@ -226,21 +255,78 @@ def _study_info(template: Dataset | None, volume: Volume) -> StudyInfo:
         patient_position=get("PatientPosition", "FFS") or "FFS", body_part=get("BodyPartExamined", "THIGH") or "THIGH")
 
 
-def write_map_series(volume: Volume, kind: str, folder: Path, template: Dataset | None = None) -> list[Path]:
+def write_map_series(volume: Volume, kind: str, folder: Path, template: Dataset | None = None,
+                     sources: list[Dataset] | None = None) -> list[Path]:
     """A map as an MR derived series in true units (RescaleSlope and Real World Value Mapping, UCUM),
-    through the project's DICOM writer; non-finite voxels are stored as 0 and negative ones clipped."""
+    through the project's DICOM writer; non-finite voxels are stored as 0 and negative ones clipped.
+    With one source image per slice, each slice names its source in SourceImageSequence."""
     description, image_type, slope, units, number = MAP_SPECS[kind]
     values = np.nan_to_num(volume.array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     values = np.clip(values, 0.0, (2 ** 16 - 1) * slope)
     stack = ImageStack(values, ("DERIVED", "PRIMARY", image_type), rescale_slope=slope)
-    spec = SeriesSpec(description, number, [stack], volume.geometry, units=units,
-                      acquisition={"SoftwareVersions": __version__, "DerivationDescription": description})
+    references = None
+    if sources and len(sources) == volume.array.shape[0]:
+        references = [(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in sources]
+    spec = SeriesSpec(description, number, [stack], volume.geometry, units=units, sources=references,
+                      acquisition={"SoftwareVersions": __version__, "DerivationDescription": description,
+                                   **_mr_image_attributes(template)})
     return write_series(_study_info(template, volume), spec, folder, "classic", entropy=generate_uid())
+
+
+def _mr_image_attributes(template: Dataset | None) -> dict:
+    """The MR Image module's type 1 and 2 acquisition attributes, from the source series where it
+    has them (type 1: research mode "RM" / "NONE" otherwise; type 2: empty). Laterality is type
+    2C for paired body parts: empty, as both thighs are in the image."""
+    def source(keyword, default):
+        value = template.get(keyword) if template is not None else None
+        return default if value in (None, "") else value
+    return {"ScanningSequence": source("ScanningSequence", "RM"), "SequenceVariant": source("SequenceVariant", "NONE"),
+            "ScanOptions": source("ScanOptions", None), "MRAcquisitionType": source("MRAcquisitionType", None),
+            "RepetitionTime": source("RepetitionTime", None), "EchoTime": None, "EchoTrainLength": None,
+            "Laterality": None}
+
+
+# kind -> (content label, LUT label, quantity meaning, UCUM unit, its meaning, series number)
+PARAMETRIC_SPECS = {
+    "t2": ("WATER_T2", "T2", "Muscle water T2 (ms)", "ms", "millisecond", 60),
+    "ff": ("FAT_FRACTION", "FF", "Fat fraction (%)", "%", "percent", 61),
+}
+
+
+def write_parametric_map(volume: Volume, kind: str, sources: list[Dataset], path: Path) -> Dataset:
+    """The map as a DICOM Parametric Map (highdicom): float values in true units, a real-world
+    value mapping in UCUM (ms or %), references to the source images. Non-finite voxels are 0."""
+    _check_source(volume, sources)
+    label, lut_label, meaning, unit, unit_meaning, number = PARAMETRIC_SPECS[kind]
+    values = np.nan_to_num(volume.array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label=lut_label, lut_explanation=meaning, unit=hd.sr.CodedConcept(unit, "UCUM", unit_meaning),
+        value_range=(low, high if high > low else low + 1.0), slope=1.0, intercept=0.0)
+    centre, width = _window(values)
+    orientation, measures, positions = _plane_info(volume)
+    pmap = hd.pm.ParametricMap(
+        source_images=with_absent_attributes(sources), pixel_array=values, series_instance_uid=hd.UID(),
+        series_number=number, sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+        manufacturer_model_name="myositis-qmri", software_versions=__version__, device_serial_number="0",
+        contains_recognizable_visual_features=False, real_world_value_mappings=[mapping],
+        window_center=centre, window_width=width, content_label=label, content_description=meaning,
+        pixel_measures=measures, plane_orientation=orientation, plane_positions=positions)
+    pmap.SeriesDescription = f"{meaning} parametric map (MyositisQMRI)"
+    pmap.Laterality = None  # type 2C for paired body parts: both thighs are in the map
+    _save(pmap, path)
+    return pmap
+
+
+def _window(values: np.ndarray) -> tuple[float, float]:
+    inside = values[values != 0]
+    low, high = np.percentile(inside, [1, 99.5]) if inside.size else (0.0, 1.0)
+    return float(low + high) / 2, float(max(high - low, 1e-3))
 
 
 def _save(ds: Dataset, path: Path) -> None:
     with atomic_path(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+        save_dataset(ds, tmp)
 
 
 def write_dicom_outputs(report: dict, inputs, out_dir: Path) -> dict:
@@ -255,8 +341,11 @@ def write_dicom_outputs(report: dict, inputs, out_dir: Path) -> dict:
     for kind, volume in (("t2", inputs.t2), ("ff", inputs.ff)):
         if volume is None:
             continue
-        template = (inputs.source_dicom.get(kind) or sources)[0]
+        map_sources = inputs.source_dicom.get(kind) or sources
         folder = out_dir / "dicom" / f"{kind}_map"
-        write_map_series(volume, kind, folder, template)
+        write_map_series(volume, kind, folder, map_sources[0], map_sources)
         outputs[f"dicom_{kind}_map"] = str(folder)
+        pm_path = out_dir / "dicom" / f"{kind}_parametric_map.dcm"
+        write_parametric_map(volume, kind, map_sources, pm_path)
+        outputs[f"dicom_{kind}_parametric_map"] = str(pm_path)
     return outputs
