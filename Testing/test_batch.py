@@ -92,7 +92,7 @@ def test_failing_study_is_isolated_and_rerun_repeats_no_work(cohort, cluster):
     assert not (out / "bad" / batch.MARKER_NAME).exists()
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"complete": 2, "failed": 1, "pending": 0}
+    assert manifest["counts"] == {"complete": 2, "partial": 0, "failed": 1, "pending": 0}
     assert all(s["software_version"] for s in manifest["studies"])
     assert all(s["seconds"] is not None for s in manifest["studies"])
 
@@ -225,7 +225,7 @@ def test_cohort_of_phantom_studies_end_to_end(phantom_studies, tmp_path):
     assert status["patient_c"]["status"] == "failed" and status["patient_c"]["error_type"] == "InputError"
     assert "patient_c" in status["patient_c"]["error"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"complete": 2, "failed": 1, "pending": 0}
+    assert manifest["counts"] == {"complete": 2, "partial": 0, "failed": 1, "pending": 0}
 
     rows = list(csv.DictReader((out / "cohort.csv").open()))
     for name in ("patient_a", "patient_b"):
