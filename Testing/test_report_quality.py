@@ -123,3 +123,17 @@ def test_real_three_point_dixon_raises_no_fat_warning(shared_data):
     assert quality.check_subcutaneous_fat(ff) is None
     swapped = ff.with_array(np.where(ff.array > 0, 100 - ff.array, 0).astype(np.float32))
     assert quality.check_subcutaneous_fat(swapped)["check"] == "subcutaneous_fat_ff"
+
+
+def test_warnings_reach_report_json_html_and_pdf(exam, tmp_path):
+    from myositis_qmri.pipeline import RunOptions, make_report
+    ff = _in_body(exam.ff_percent).array
+    swapped = exam.ff_percent.with_array(np.where(ff > 0, 100.0 - ff, 0.0).astype(np.float32))
+    outputs = make_report(_inputs(exam, ff=swapped), tmp_path, RunOptions(formats=("json", "html", "pdf")))
+    assert [w["check"] for w in outputs.warnings] == ["subcutaneous_fat_ff"] and not outputs.failures
+    import json
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["quality_warnings"][0]["check"] == "subcutaneous_fat_ff"
+    html = (tmp_path / "report.html").read_text()
+    assert html.index("Quality warnings") < html.index("Whole thigh")   # in the header, seen first
+    assert (tmp_path / "report.pdf").stat().st_size > 0

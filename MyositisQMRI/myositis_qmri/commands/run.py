@@ -54,10 +54,12 @@ def options_from_args(args) -> RunOptions:
 
 def print_problems(command: str, failures, warnings) -> int:
     """Quality warnings and failed exports on stderr; the exit status they call for."""
+    # the one-line warning form the Slicer module shows ("myositis-qmri CMD: warning: ...")
     for warning in warnings:
-        print(f"myositis-qmri {command}: quality warning: {warning['message']}", file=sys.stderr)
+        print(f"myositis-qmri {command}: warning: quality: {warning['message']}", file=sys.stderr)
     for failure in failures:
-        print(f"myositis-qmri {command}: export failed: {failure['export']}: {failure['reason']}", file=sys.stderr)
+        print(f"myositis-qmri {command}: warning: export failed: {failure['export']}: {failure['reason']}",
+              file=sys.stderr)
     return EXIT_SOME_EXPORTS_FAILED if failures else 0
 
 
