@@ -607,11 +607,11 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         self._timer.stop()
         result, onSuccess = job.result, self._onSuccess
         self._onSuccess = None
-        if result.returncode == 0 and result.warnings:
+        if result.finished and result.warnings:
             self.lastWarnings = result.warnings
             if self.showErrors:
                 slicer.util.warningDisplay("\n\n".join(result.warnings), windowTitle="MyositisQMRI")
-        if result.returncode == 0 and onSuccess:
+        if result.finished and onSuccess:
             try:
                 onSuccess(result)
             except Exception as exc:   # shown as a message, the details go to the log
@@ -620,7 +620,7 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
                 self.log(f"error: {exc}")
                 if self.showErrors:
                     slicer.util.errorDisplay(f"MyositisQMRI could not load the results:\n\n{exc}")
-        elif result.returncode != 0 and not job.cancelled:
+        elif not result.finished and not job.cancelled:
             self.lastError = result.error
             if self.showErrors:
                 slicer.util.errorDisplay(f"The step failed:\n\n{result.error}",
@@ -647,7 +647,7 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
             if time.monotonic() > deadline:
                 self.cancel()
                 raise RuntimeError("job timed out")
-        if self.job is not None and self.job.result.returncode != 0:
+        if self.job is not None and not self.job.result.finished:
             raise RuntimeError(self.job.result.error or "job failed")
         if self.lastError:
             raise RuntimeError(self.lastError)

@@ -92,7 +92,7 @@ def test_failing_study_is_isolated_and_rerun_repeats_no_work(cohort, cluster):
     assert not (out / "bad" / batch.MARKER_NAME).exists()
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"complete": 2, "failed": 1, "pending": 0}
+    assert manifest["counts"] == {"complete": 2, "partial": 0, "failed": 1, "pending": 0}
     assert all(s["software_version"] for s in manifest["studies"])
     assert all(s["seconds"] is not None for s in manifest["studies"])
 
@@ -225,7 +225,7 @@ def test_cohort_of_phantom_studies_end_to_end(phantom_studies, tmp_path):
     assert status["patient_c"]["status"] == "failed" and status["patient_c"]["error_type"] == "InputError"
     assert "patient_c" in status["patient_c"]["error"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"complete": 2, "failed": 1, "pending": 0}
+    assert manifest["counts"] == {"complete": 2, "partial": 0, "failed": 1, "pending": 0}
 
     rows = list(csv.DictReader((out / "cohort.csv").open()))
     for name in ("patient_a", "patient_b"):
@@ -243,3 +243,26 @@ def test_cohort_of_phantom_studies_end_to_end(phantom_studies, tmp_path):
     assert again["patient_a"]["finished"] == status["patient_a"]["finished"]
     assert {n: (out / n / "report.json").stat().st_mtime_ns for n in mtimes} == mtimes
     assert again["patient_c"]["status"] == "failed"
+
+
+def _partly_done_study(study_path, output_dir, options):
+    """A study whose report is written but whose DICOM SEG export failed (as run_study records it)."""
+    write_text_atomic(Path(output_dir) / batch.REPORT_NAME,
+                      json.dumps({"muscles": [{"key": "sartorius_R", "volume_ml": 10.0}]}))
+    return {"status": "partial", "export_failures": [{"export": "dicom_seg", "reason": "AttributeError: x"}]}
+
+
+def test_study_with_failed_exports_is_partial_not_lost(tmp_path):
+    """Recorded as partly done with the failed exports named; its report reaches cohort.csv; no
+    completion marker, so a rerun tries it again."""
+    (tmp_path / "s1").mkdir()
+    task = batch.plan_tasks([tmp_path / "s1"], tmp_path / "out")[0]
+    record = batch.process_study(task, _partly_done_study)
+    assert record["status"] == "partial" and record["export_failures"][0]["export"] == "dicom_seg"
+    assert "dicom_seg: AttributeError" in record["error"]
+    assert batch.completed_marker(task.output_dir, task.fingerprint) is None
+    result = batch.CohortResult(tmp_path / "out", [record])
+    assert result.summary()["partial"] == 1 and result.summary()["failed"] == 0
+    batch.write_cohort_csv(tmp_path / "out" / "cohort.csv", [record])
+    with open(tmp_path / "out" / "cohort.csv", newline="") as handle:
+        assert [r["key"] for r in csv.DictReader(handle)] == ["sartorius_R"]

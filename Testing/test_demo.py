@@ -73,3 +73,10 @@ def test_demo_mean_ff_and_fat_grades_match_truth(demo_result):
         if abs(ff_err) >= 1.5 or row["grades"]["fat"]["grade"] != _truth_grades(true, config)["fat"]["grade"]:
             failures.append(f"{row['key']}: FF {ff_err:+.2f} points, fat grade {row['grades']['fat']['grade']}")
     assert not failures, "\n".join(failures)
+
+
+def test_demo_raises_no_quality_warning_and_no_failed_export(demo_result):
+    html, report, _ = demo_result
+    assert report["quality_warnings"] == [] and report["export_failures"] == []
+    summary = json.loads((html.parent / "run_summary.json").read_text())
+    assert summary["status"] == "complete" and summary["quality_warnings"] == []

@@ -438,3 +438,82 @@ def test_acquired_mese_named_t2map_is_not_a_scanner_map(tmp_path):
                   image_type=("ORIGINAL", "PRIMARY", "M", "ND"), SeriesDescription="se_mc_t2map_6echoes",
                   ScanningSequence="SE", RepetitionTime=3000, FlipAngle=180)
     assert read_dicom(tmp_path).series[0].series_class == SeriesClass.MESE
+
+
+# ---------------------------------------------------------------- absent optional attributes are unknown
+
+MESE_TAGS = dict(ScanningSequence="SE", RepetitionTime=3000, FlipAngle=180)
+MESE_ECHOES = tuple(10.0 * k for k in range(1, 7))
+
+
+def _strip(folder: Path, *keywords) -> None:
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        for keyword in keywords:
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.save_as(path)
+
+
+@pytest.mark.parametrize("stated, expected", [(None, None), ("", None), ("  ", None), ("2D", "2D"), ("3D", "3D")])
+def test_mr_acquisition_type_absent_or_empty_is_unknown(tmp_path, stated, expected):
+    """No MRAcquisitionType, or an empty one, is unknown: the key is left out of the metadata
+    (the T2 fit then tries the non-selective model); a stated value is kept."""
+    tags = dict(MESE_TAGS) if stated is None else dict(MESE_TAGS, MRAcquisitionType=stated)
+    _write_series(tmp_path, n_slices=2, echoes=MESE_ECHOES, **tags)
+    series = read_dicom(tmp_path).series[0]
+    assert series.series_class == SeriesClass.MESE
+    assert series.mr_acquisition_type == expected
+    metadata = series.to_echo_series().metadata
+    assert ("MRAcquisitionType" in metadata) == (expected is not None)
+    assert metadata.get("MRAcquisitionType") == expected
+
+
+@pytest.mark.parametrize("stored, expected", [(None, None), (0, None), (1.5, 1.5), (15000, 1.5), (3, 3.0)])
+def test_field_strength_absent_or_zero_is_unknown(tmp_path, stored, expected):
+    """Absent or zero MagneticFieldStrength is unknown (the Dixon fit then asks for --field-t)
+    rather than 0 T; a value in gauss (older scanners) is read in tesla."""
+    _write_series(tmp_path, n_slices=2, echoes=(2.4, 4.8), MagneticFieldStrength=stored or 0)
+    if stored is None:
+        _strip(tmp_path, "MagneticFieldStrength")
+    series = read_dicom(tmp_path).series[0]
+    assert series.field_strength_t == expected
+    metadata = series.to_echo_series().metadata
+    assert metadata.get("field_strength_t") == expected and ("field_strength_t" in metadata) == (expected is not None)
+
+
+@pytest.mark.parametrize("flip, expected", [(None, None), (90, None), (160, 160.0), (180, 180.0)])
+def test_refocusing_angle_only_from_a_refocusing_flip(tmp_path, flip, expected):
+    """A MESE without FlipAngle, or with the 90° excitation, has an unknown refocusing angle."""
+    tags = dict(MESE_TAGS, FlipAngle=flip or 180)
+    _write_series(tmp_path, n_slices=2, echoes=MESE_ECHOES, **tags)
+    if flip is None:
+        _strip(tmp_path, "FlipAngle")
+    series = read_dicom(tmp_path).series[0]
+    assert series.refocusing_angle_deg == expected
+    assert series.to_echo_series().refocusing_angle_deg == expected
+
+
+def test_single_slice_spacing_from_negative_or_absent_spacing(tmp_path):
+    """One slice: SpacingBetweenSlices stored negative gives its magnitude; 0 falls to SliceThickness."""
+    write_classic(tmp_path / "a" / "im.dcm", _slice_pixels(0), (0.0, 0.0, 0.0), SpacingBetweenSlices=-5.0)
+    write_classic(tmp_path / "b" / "im.dcm", _slice_pixels(0), (0.0, 0.0, 0.0), SpacingBetweenSlices=0)
+    assert read_dicom(tmp_path / "a").series[0].spacing[2] == 5.0
+    assert read_dicom(tmp_path / "b").series[0].spacing[2] == 3.0   # SliceThickness
+
+
+def test_sidecar_excitation_flip_and_zero_field_are_unknown(tmp_path):
+    """A BIDS sidecar's FlipAngle 90 is the excitation, not the refocusing angle; a field of 0 is unknown."""
+    import json
+    import SimpleITK as sitk
+    from myositis_qmri.io.nifti import read_echo_series
+    path = tmp_path / "mese.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((6, 2, 4, 5), np.float32), isVector=False), str(path))
+    sidecar = {"EchoTime": [0.01 * k for k in range(1, 7)], "FlipAngle": 90, "MagneticFieldStrength": 0,
+               "MRAcquisitionType": ""}
+    (tmp_path / "mese.json").write_text(json.dumps(sidecar))
+    series = read_echo_series(path)
+    assert series.refocusing_angle_deg is None and series.field_strength_t is None
+    (tmp_path / "mese.json").write_text(json.dumps(dict(sidecar, RefocusingFlipAngle=150, MagneticFieldStrength=3)))
+    series = read_echo_series(path)
+    assert series.refocusing_angle_deg == 150 and series.field_strength_t == 3.0

@@ -101,8 +101,6 @@ def test_report_command_bad_inputs_are_one_line_errors(exam_dir, tmp_path, capsy
                      "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "do not overlap" in err[-1] and "Traceback" not in "\n".join(err)
-    code = cli.main(["report", "--seg", str(truth / "muscle_labels.nii.gz"), "--out", str(tmp_path / "out")])
-    assert code == 2 and "--t2/--ff" in capsys.readouterr().err
     code = cli.main(["report", "--seg", str(tmp_path / "absent.nii.gz"), "--t2", str(tmp_path / "far.nii.gz"),
                      "--out", str(tmp_path / "out")])
     assert code == 2 and "absent.nii.gz" in capsys.readouterr().err
@@ -119,11 +117,84 @@ def test_run_segments_only_the_slice_range(exam_dir, tmp_path):
     assert json.loads((out / "segmentation" / "muscles.json").read_text())["slice_range"] == [1, 3]
 
 
-def test_study_with_nothing_to_map_is_refused(exam_dir, tmp_path):
-    dicom, _, _ = exam_dir
+def test_structural_only_study_reports_volumes_and_areas_without_grades(exam_dir, tmp_path):
+    """Only a T1 series: no longer refused; volumes, cross-sectional area per slice and asymmetry,
+    no grades, and the report says so."""
+    import csv
+    dicom, truth, _ = exam_dir
     study = _study_with(dicom, tmp_path / "study", ["01_T1w_TSE"])
-    with pytest.raises(InputError, match="nothing to report"):
-        run_study(study, tmp_path / "out", {})
+    out = tmp_path / "out"
+    _with_edited_segmentation(out, truth)
+    summary = run_study(study, out, {"reuse": True, "formats": ("json", "csv", "html")})
+    assert summary["structural_only"] is True and summary["status"] == "complete"
+    assert summary["steps"]["t2"]["status"] == summary["steps"]["ff"]["status"] == "skipped"
+    report = json.loads((out / "report.json").read_text())
+    assert report["structural_only"] is True and "structural study: no T2 or FF maps; no grades" in report["notes"]
+    labels = read_volume(truth / "muscle_labels.nii.gz")
+    pixel_cm2 = labels.spacing_mm[0] * labels.spacing_mm[1] / 100
+    sections = report["cross_sections"]
+    for row in report["muscles"]:
+        assert row["grades"]["edema"]["grade"] is None and row["grades"]["fat"]["grade"] is None
+        assert row["t2"] is None and row["ff"] is None and row["volume_ml"] > 0
+        per_slice = (labels.array == row["label_value"]).sum(axis=(1, 2)) * pixel_cm2
+        assert sections["muscles"][row["key"]] == pytest.approx(per_slice[sections["slice_index"]].tolist())
+        assert row["csa_max_cm2"] == pytest.approx(per_slice.max())
+        assert row["csa_mean_cm2"] == pytest.approx(per_slice[per_slice > 0].mean())
+    vl = next(a for a in report["asymmetry"] if a["muscle_key"] == "vastus_lateralis")
+    right, left = (next(r for r in report["muscles"] if r["key"] == f"vastus_lateralis_{s}") for s in "RL")
+    assert vl["volume_ml"] == pytest.approx(200 * (right["volume_ml"] - left["volume_ml"])
+                                            / (right["volume_ml"] + left["volume_ml"]))
+    with open(out / "report_csa.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == sum(1 for areas in sections["muscles"].values() for a in areas if a > 0)
+    html = (out / "report.html").read_text()
+    assert "Structural study: no T2 or FF maps; no grades" in html and "Max CSA R" in html
+    assert "Edema grade" not in html
+
+
+def test_real_structural_oai_dicom_study(shared_data, tmp_path):
+    """The real OAI thigh T1 DICOM (no maps): segmented, and a structural report written."""
+    study = shared_data / "oai_thigh_t1_dicom" / "9000798" / "dicom"
+    if not study.is_dir():
+        pytest.skip("oai_thigh_t1_dicom not available")
+    summary = run_study(study, tmp_path / "out", {"formats": ("json", "csv", "html")})
+    assert summary["steps"]["segment"]["status"] == "done" and summary["structural_only"] is True
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    present = [r for r in report["muscles"] if not r["empty"]]
+    assert len(present) >= 10
+    assert all(r["grades"]["edema"]["grade"] is None for r in report["muscles"])
+    quadriceps = sum(r["volume_ml"] for r in present if r["muscle_key"].startswith("vastus") and r["side"] == "right")
+    assert 150 < quadriceps < 1500   # 15 slices of 5 mm at mid-thigh
+    assert (tmp_path / "out" / "report_csa.csv").exists()
+
+
+def test_a_failed_export_leaves_the_others_written(exam_dir, tmp_path, monkeypatch, capsys):
+    """The DICOM SEG writer fails (as highdicom did on studies without PatientBirthDate): the
+    report, CSV, HTML, PDF and the FF map series are still written; run_summary.json names the
+    failed exports with the reason, and `run` exits with status 4."""
+    from myositis_qmri.report import dicom_export
+
+    def broken_seg(*args, **kwargs):
+        raise AttributeError("'FileDataset' object has no attribute 'PatientBirthDate'")
+
+    monkeypatch.setattr(dicom_export, "write_seg", broken_seg)
+    dicom, truth, _ = exam_dir
+    study = _study_with(dicom, tmp_path / "study", ["01_T1w_TSE", "05_Dixon_W", "06_Dixon_F"])
+    out = tmp_path / "out"
+    _with_edited_segmentation(out, truth)
+    assert cli.main(["run", str(study), "--out", str(out), "--reuse"]) == 4
+    err = capsys.readouterr().err
+    assert "export failed: dicom_seg: AttributeError" in err and "PatientBirthDate" in err
+    for name in ("report.json", "report.csv", "report_csa.csv", "report.html", "report.pdf"):
+        assert (out / name).stat().st_size > 0, name
+    assert list((out / "dicom" / "ff_map").glob("*.dcm")) and not (out / "seg.dcm").exists()
+    summary = json.loads((out / "run_summary.json").read_text())
+    failed = {f["export"]: f["reason"] for f in summary["export_failures"]}
+    assert set(failed) == {"dicom_seg", "dicom_sr"} and "PatientBirthDate" in failed["dicom_seg"]
+    assert summary["status"] == "partial" and summary["steps"]["report"]["status"] == "partial"
+    report = json.loads((out / "report.json").read_text())
+    assert [f["export"] for f in report["export_failures"]] == ["dicom_seg", "dicom_sr"]
+    assert "dicom_ff_map" in report["outputs"] and "dicom_seg" not in report["outputs"]
 
 
 def test_run_options_t2_fit_arguments_parse_like_t2(tmp_path):

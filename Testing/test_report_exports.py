@@ -95,7 +95,7 @@ def test_longitudinal_deltas_and_flags(tmp_path):
     now = {m["key"]: m for m in follow["muscles"]}
     for key in ("sartorius_R", "biceps_femoris_short_head_L"):
         c = change[key]
-        assert c["delta_t2_ms"] == pytest.approx(now[key]["t2"]["median"] - before[key]["t2"]["median"])
+        assert c["delta_t2_ms"] == pytest.approx(now[key]["t2"]["mean"] - before[key]["t2"]["mean"])
         assert c["delta_t2_ms"] == pytest.approx(3.0, abs=0.3)
         assert c["delta_ff_points"] == pytest.approx(now[key]["ff"]["mean"] - before[key]["ff"]["mean"])
         assert c["flags"] == ["t2"]  # 3 ms over the 2 ms limit; 1 point under the 2-point limit

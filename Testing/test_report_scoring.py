@@ -15,8 +15,8 @@ def config():
 @pytest.mark.parametrize("t2_ms, grade", [(20.0, 0), (36.39, 0), (36.4, 1), (41.99, 1), (42.0, 2), (47.99, 2),
                                           (48.0, 3), (90.0, 3)])
 def test_edema_bands_and_edges(config, t2_ms, grade):
-    grades = scoring.auto_grades({"t2": {"median": t2_ms, "mean": 0.0}}, config)
-    assert grades["edema"]["grade"] == grade
+    grades = scoring.auto_grades({"t2": {"mean": t2_ms, "median": 0.0}}, config)
+    assert grades["edema"]["grade"] == grade   # graded on the mean by default
     assert grades["edema"]["source"] == "auto"
     assert grades["edema"]["label"] == config["edema"]["labels"][grade]
 
@@ -38,14 +38,28 @@ def test_missing_map_gives_no_grade(config):
     assert grades["edema"]["grade"] is None and grades["fat"]["grade"] is None
 
 
+def test_default_grades_the_mean_and_a_site_may_choose_the_median(tmp_path, config):
+    """The 36.4 ms cutoff is a mean of the segmented muscle: the default grades the mean; a site
+    file can still choose the median; a report without the key (older) was graded on the median."""
+    row = {"t2": {"mean": 38.0, "median": 35.0}}
+    assert scoring.edema_statistic(config) == "mean"
+    grades = scoring.auto_grades(row, config)
+    assert grades["edema"]["grade"] == 1 and grades["edema"]["basis"] == "water T2 mean (ms)"
+    site = tmp_path / "site.toml"
+    site.write_text('[edema]\nstatistic = "median"\n')
+    median = scoring.auto_grades(row, scoring.load_scoring(site))["edema"]
+    assert median["grade"] == 0 and median["value"] == 35.0
+    assert scoring.edema_statistic({"edema": {}}) == "median"
+
+
 def test_site_override_and_z_score(tmp_path):
     site = tmp_path / "site.toml"
-    site.write_text('name = "Site X"\n[edema]\nstatistic = "mean"\nedges_ms = [35.0, 38.0, 41.0]\n'
+    site.write_text('name = "Site X"\n[edema]\nstatistic = "median"\nedges_ms = [35.0, 38.0, 41.0]\n'
                     "[edema.healthy_reference]\nmean_ms = 31.0\nsd_ms = 2.0\n")
     config = scoring.load_scoring(site)
     assert config["name"] == "Site X" and config["fat"]["edges_percent"] == [10.0, 30.0, 60.0, 90.0]
-    grades = scoring.auto_grades({"t2": {"mean": 38.0, "median": 20.0}}, config)
-    assert grades["edema"]["grade"] == 2  # graded on the mean, on the site's bands
+    grades = scoring.auto_grades({"t2": {"mean": 20.0, "median": 38.0}}, config)
+    assert grades["edema"]["grade"] == 2  # graded on the median, on the site's bands
     assert grades["edema_z_score"] == pytest.approx(3.5)
     assert scoring.auto_grades({"t2": {"mean": 38.0}}, scoring.load_scoring())["edema_z_score"] is None
 
@@ -66,7 +80,7 @@ def test_bad_site_files(tmp_path, text, message):
 
 
 def test_reviewer_grade_kept_and_disagreement_recorded(config):
-    auto = scoring.auto_grades({"t2": {"median": 45.0}, "ff": {"mean": 5.0}}, config)
+    auto = scoring.auto_grades({"t2": {"mean": 45.0}, "ff": {"mean": 5.0}}, config)
     review = {"edema": {"grade": 1, "source": "reviewer", "reviewer": "Dr A", "note": "artefact"}}
     merged = scoring.apply_review(auto, review, {"edema": config["edema"]["labels"], "fat": config["fat"]["labels"]})
     assert merged["edema"]["grade"] == 1 and merged["edema"]["source"] == "reviewer"

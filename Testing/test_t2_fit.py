@@ -451,3 +451,19 @@ def test_fat_only_voxels_have_an_unbounded_t2_bound():
     assert np.mean(np.isfinite(fit["crlb"][~no_water])) > 0.99   # a trace of water: bounded
     plain = fit_signals(proj, noisy, 2 * 10.0 ** 2, bias_correction=False)
     assert np.array_equal(fit["t2"][no_water], plain["t2"][no_water])
+
+
+@pytest.mark.parametrize("metadata", [{"MRAcquisitionType": None}, {"MRAcquisitionType": ""}, {}])
+def test_unknown_acquisition_type_tries_the_non_selective_model(metadata):
+    """Headers that do not say 2D or 3D (absent, None or empty) are unknown, not 2D: ideal-180
+    trains are then fitted with the 3d model, as for a file without headers."""
+    rng = np.random.default_rng(8)
+    n = 1600
+    t2, ff = rng.uniform(20, 60, n), rng.uniform(0, 0.3, n)
+    te = np.asarray(TE_MS)
+    trains = (1 - ff)[:, None] * np.exp(-te / t2[:, None]) + ff[:, None] * np.exp(-te / FAT_T2_MS)
+    series, mask, noise_power = _slice_series(trains, metadata=metadata)
+    maps = fit_water_t2(series, mask=mask, noise_power=noise_power)
+    assert "3d" in maps.info["slice_profile_calibration"]["candidates"]
+    assert maps.info["profile"] == "3d"
+    assert abs(np.median(maps.water_t2_ms.array[mask.array > 0] - t2)) <= 0.5

@@ -118,6 +118,11 @@ class JobResult:
     stdout: str
     warnings: tuple[str, ...] = ()
 
+    @property
+    def finished(self) -> bool:
+        """The command ran to the end: status 0, or 4 (done, some exports failed; named in its warnings)."""
+        return self.returncode in (0, 4)
+
 
 class PipeLines:
     """The lines a child writes to one pipe, read without ever blocking the caller.
@@ -235,7 +240,7 @@ class BackgroundJob:
     def _error_message(self) -> str | None:
         if self.cancelled:
             return "cancelled"
-        if self._process.returncode == 0:
+        if self._process.returncode in (0, 4):   # 4: finished, failed exports are warnings
             return None
         if self._errors:
             return self._errors[-1]

@@ -106,9 +106,12 @@ def _grade(entry: dict, kind: str) -> Grade:
 
 def rows_from_report(report: dict) -> list[MuscleRow]:
     """Per-muscle rows of a core report.json (dict: `muscles` rows with key, label_value,
-    volume_ml, t2.median, ff.mean and grades), in label order."""
+    volume_ml, t2 statistics, ff.mean and grades), in label order. T2 is the statistic the
+    report graded edema on (its scoring section says which: mean by default)."""
+    from myositis_qmri.report.scoring import edema_statistic
     from myositis_qmri.segmentation import labels
 
+    stat = edema_statistic(report.get("scoring") or {})
     entries = report.get("muscles", [])
     rows = []
     for entry in entries:
@@ -117,7 +120,7 @@ def rows_from_report(report: dict) -> list[MuscleRow]:
         rows.append(MuscleRow(
             key=label.muscle.key, name=label.muscle.name, abbreviation=label.muscle.abbreviation,
             side=label.side, label_value=label.value,
-            t2_ms=_number(_pick(entry, "t2.median", "t2_median_ms")),
+            t2_ms=_number(_pick(entry, f"t2.{stat}", f"t2_{stat}_ms")),
             ff_percent=_number(_pick(entry, "ff.mean", "ff_mean_percent")),
             volume_ml=_number(_pick(entry, "volume_ml", "volume.ml")),
             edema=_grade(entry, "edema"), fat=_grade(entry, "fat")))

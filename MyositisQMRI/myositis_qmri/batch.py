@@ -3,7 +3,9 @@
 Each study runs in isolation (a failure is recorded with its error and never stops the
 others) into `OUT/<study name>/`. A study that finished writes a completion marker holding a
 fingerprint of its inputs, the software version and options, and SHA-256 of every output; a
-rerun skips studies whose marker still matches, so no work is repeated. The cohort ends with
+rerun skips studies whose marker still matches, so no work is repeated. A study whose report was
+written but some exports failed is "partial": its outputs are kept and the failed exports named,
+and a rerun tries it again. The cohort ends with
 `manifest.json` (status, timings, errors, version per study) and `cohort.csv` (one row per
 study, muscle and side, read from each study's report.json).
 """
@@ -154,8 +156,15 @@ def process_study(task: StudyTask, study_function: StudyFunction | None = None) 
                           "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         return record
     finished = time.time()
-    record.update(status="complete", seconds=round(finished - started, 3), finished=_iso(finished),
-                  error=None, summary=_json_safe(summary))
+    failures = summary.get("export_failures") if isinstance(summary, dict) else None
+    record.update(status="partial" if failures else "complete", seconds=round(finished - started, 3),
+                  finished=_iso(finished), error=None, summary=_json_safe(summary))
+    if failures:
+        # Partly done: the report and every other output are kept, the failed exports named; no
+        # completion marker, so a rerun (after a fix) tries the study again.
+        record["export_failures"] = _json_safe(failures)
+        record["error"] = "; ".join(f"{f['export']}: {f['reason']}" for f in failures)
+        return record
     marker = {"input_fingerprint": task.fingerprint, "software_version": __version__,
               "options": _json_safe(task.options), "finished": record["finished"],
               "seconds": record["seconds"], "outputs": _output_hashes(output_dir)}
@@ -224,9 +233,14 @@ class CohortResult:
     def completed(self) -> list[dict]:
         return [r for r in self.records if r["status"] == "complete"]
 
+    @property
+    def partial(self) -> list[dict]:
+        """Studies whose report was written but some exports failed (named in each record)."""
+        return [r for r in self.records if r["status"] == "partial"]
+
     def summary(self) -> dict:
         return {"out_dir": str(self.out_dir), "studies": len(self.records),
-                "complete": len(self.completed), "failed": len(self.failed),
+                "complete": len(self.completed), "partial": len(self.partial), "failed": len(self.failed),
                 "reused": sum(1 for r in self.records if r.get("reused")),
                 "manifest": str(self.out_dir / MANIFEST_NAME), "cohort_csv": str(self.out_dir / COHORT_CSV_NAME)}
 
@@ -328,7 +342,7 @@ def _write_manifest(out_dir: Path, tasks: list[StudyTask], records: dict[str, di
     manifest = {"software": "myositis-qmri", "software_version": __version__,
                 "updated": _iso(time.time()), "batch_started": _iso(started),
                 "counts": {s: sum(1 for r in studies if r["status"] == s)
-                           for s in ("complete", "failed", "pending")},
+                           for s in ("complete", "partial", "failed", "pending")},
                 "studies": studies}
     write_text_atomic(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=2, default=str))
 
@@ -366,10 +380,10 @@ def _flatten(row: dict, prefix: str = "") -> dict:
 
 
 def write_cohort_csv(path: Path, records: list[dict]) -> Path:
-    """One row per study, muscle and side, from each complete study's report.json."""
+    """One row per study, muscle and side, from each complete or partly done study's report.json."""
     rows: list[dict] = []
     for record in records:
-        if record.get("status") != "complete":
+        if record.get("status") not in ("complete", "partial"):
             continue
         try:
             report = json.loads((Path(record["output"]) / REPORT_NAME).read_text(encoding="utf-8"))

@@ -2,7 +2,9 @@
 
 Each subcommand lives in `commands/<name>.py` with `add_arguments(parser)` and
 `main(args) -> int`; they are imported only when used, so `inspect` never loads torch.
-Input errors print one line naming the file and the reason, and exit with status 2.
+Input errors print one line naming the file and the reason, and exit with status 2; an
+internal error exits with 3; `run` and `report` exit with 4 when they finished but some
+exports failed (errors.EXIT_SOME_EXPORTS_FAILED).
 """
 from __future__ import annotations
 

@@ -13,8 +13,15 @@ Layout of the output folder:
     maps/ff/ff.nii.gz ...           fat fraction (%), water, fat, ...
     segmentation/muscles.nii.gz     label map on the structural grid (+ .seg.nrrd, labels.json)
     anatomy.nii.gz                  the structural image segmented (overlay background)
-    report.json/.csv/.html/.pdf     the report; seg.dcm, report_sr.dcm, dicom/ when the study is DICOM
-    run_summary.json                what each step did
+    report.json/.csv/.html/.pdf     the report (report_csa.csv: cross-sectional area per muscle and slice);
+                                    seg.dcm, report_sr.dcm, dicom/ when the study is DICOM
+    run_summary.json                what each step did; "status" complete or partial, the exports that
+                                    failed ("export_failures", with the reason) and the quality warnings
+
+A study with neither MESE nor Dixon/GRE nor vendor maps (structural series only) still gets a
+report: muscle volumes, cross-sectional areas per slice and left/right asymmetry, no grades.
+Each export is written on its own (report.build.write_report): one that fails is named in
+run_summary.json while every other output stays written.
 """
 from __future__ import annotations
 
@@ -237,8 +244,25 @@ def _read_json(path) -> dict:
         raise InputError(path, f"not readable JSON ({exc})") from None
 
 
-def make_report(inputs, out: Path, opts: RunOptions) -> dict:
-    """Build and write the report for prepared inputs; returns {name: path}."""
+def fit_quality_inputs(t2_folder: Path, t2: Volume | None) -> dict:
+    """B1 map and EPG profile of the T2 fit in `t2_folder` (b1.nii.gz, t2_fit.json), for the
+    B1 quality check; empty when the T2 map did not come from this software's fit."""
+    b1_path, info_path = Path(t2_folder) / "b1.nii.gz", Path(t2_folder) / "t2_fit.json"
+    if t2 is None or not b1_path.is_file():
+        return {}
+    b1 = read_volume(b1_path)
+    if not b1.geometry.same_grid(t2.geometry):
+        return {}
+    try:
+        profile = json.loads(info_path.read_text(encoding="utf-8")).get("profile")
+    except (OSError, ValueError):
+        profile = None
+    return {"b1": b1, "t2_profile": profile}
+
+
+def make_report(inputs, out: Path, opts: RunOptions):
+    """Build and write the report for prepared inputs; returns {name: path} with the exports
+    that failed (`.failures`) and the quality warnings (`.warnings`), each also printed."""
     from .report.build import build_report, write_report
     from .report.longitudinal import load_report
     from .report.scoring import load_scoring
@@ -250,6 +274,8 @@ def make_report(inputs, out: Path, opts: RunOptions) -> dict:
     outputs = write_report(report, inputs, out, formats=tuple(opts.formats), anonymize=opts.anonymize)
     for note in report.get("notes", []):
         step(f"report: {note}")
+    for warning in outputs.warnings:
+        step(f"quality warning: {warning['message']}")
     return outputs
 
 
@@ -275,7 +301,7 @@ def run_study(study_path, out_dir, options=None) -> dict:
     t2, t2_source = t2_step(study, out, opts, summary)
     ff, ff_source = ff_step(study, out, opts, summary)
     if t2 is None and ff is None:
-        raise InputError(study_path, "no series to compute a water-T2 or fat-fraction map from; nothing to report")
+        step("report: structural study: no T2 or FF maps; volumes and cross-sectional areas, no grades")
     labels, anatomy = segment_step(study, out, opts, summary, t2_source, ff_source)
 
     source_dicom = {}
@@ -288,14 +314,18 @@ def run_study(study_path, out_dir, options=None) -> dict:
         paths={"segmentation": out / "segmentation" / "muscles.nii.gz",
                "t2_map": out / "maps" / "t2" / "t2w.nii.gz" if t2 is not None else None,
                "ff_map": out / "maps" / "ff" / "ff.nii.gz" if ff is not None else None},
-        source_dicom=source_dicom)
+        source_dicom=source_dicom, **fit_quality_inputs(out / "maps" / "t2", t2))
     step("report: writing")
     outputs = make_report(inputs, out, opts)
-    _record(summary, "report", "done", "report written", **outputs)
+    _record(summary, "report", "done" if not outputs.failures else "partial",
+            "report written" + (f"; {len(outputs.failures)} export(s) failed" if outputs.failures else ""), **outputs)
+    summary.update(status="partial" if outputs.failures else "complete", structural_only=inputs.structural_only,
+                   export_failures=outputs.failures, quality_warnings=outputs.warnings)
     summary["report_html"] = outputs.get("html")
     summary["report_json"] = outputs.get("json")
     summary["rerun_report"] = (f"myositis-qmri report --seg {inputs.paths['segmentation']}"
                                + (f" --t2 {inputs.paths['t2_map']}" if t2 is not None else "")
+                               + (f" --b1 {out / 'maps' / 't2' / 'b1.nii.gz'}" if inputs.b1 is not None else "")
                                + (f" --ff {inputs.paths['ff_map']}" if ff is not None else "")
                                + (f" --anatomy {out / 'anatomy.nii.gz'}" if anatomy is not None else "")
                                + ("" if opts.erode else " --no-erode")

@@ -2,7 +2,8 @@
 
 Without --scheduler a local Dask cluster is started (one thread per worker process); with it
 the studies go to an existing dask.distributed cluster. Exit status 0 when every study
-completed, 1 when some failed (each failure is in manifest.json), 2 for bad arguments.
+completed, 1 when some failed (each failure is in manifest.json), 4 when none failed but some
+finished with failed exports ("partial" in manifest.json), 2 for bad arguments.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from ..errors import InputError
+from ..errors import EXIT_SOME_EXPORTS_FAILED, InputError
 from .run import add_pipeline_options
 
 
@@ -48,8 +49,11 @@ def main(args) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(f"{summary['complete']}/{summary['studies']} studies complete "
-              f"({summary['reused']} already done), {summary['failed']} failed; "
-              f"manifest: {summary['manifest']}")
+              f"({summary['reused']} already done), "
+              + (f"{summary['partial']} partly done (some exports failed), " if summary["partial"] else "")
+              + f"{summary['failed']} failed; manifest: {summary['manifest']}")
+    for record in result.partial:
+        print(f"partly done: {record['study']}: exports failed: {record['error']}", file=sys.stderr)
     for record in result.failed:
         print(f"failed: {record['study']}: {record['error']}", file=sys.stderr)
-    return 1 if result.failed else 0
+    return 1 if result.failed else EXIT_SOME_EXPORTS_FAILED if result.partial else 0

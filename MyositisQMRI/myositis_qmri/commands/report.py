@@ -1,5 +1,6 @@
 """`myositis-qmri report --seg SEG [--t2 MAP] [--ff MAP] --out DIR`: per-muscle statistics,
 edema and fatty-replacement grades, and the exports (JSON, CSV, HTML, PDF, DICOM SEG/SR/maps).
+With neither map, a structural report (volumes, cross-sectional areas, asymmetry; no grades).
 
 Maps and segmentation may sit on different grids: the masks are aligned onto each map by
 geometry. Reviewer grades already in DIR/report.json, or given with --review, are kept.
@@ -12,8 +13,9 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io.load import load_volume
-from ..pipeline import RunOptions, make_report, study_header
+from ..pipeline import RunOptions, fit_quality_inputs, make_report, study_header
 from ..progress import step
+from .run import print_problems
 
 
 def add_arguments(parser) -> None:
@@ -22,6 +24,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ff", help="fat-fraction map (%%): NIfTI/NRRD file or DICOM series")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--anatomy", help="structural image for the overlays (optional)")
+    parser.add_argument("--b1", help="B1 map of the T2 fit (b1.nii.gz, with t2_fit.json beside it): "
+                                     "enables the B1 quality check")
     parser.add_argument("--source-dicom", help="DICOM series the segmentation was drawn on: enables SEG/SR export")
     parser.add_argument("--previous", help="report.json of an earlier visit: adds changes per muscle")
     parser.add_argument("--review", "--previous-review", dest="review",
@@ -39,8 +43,6 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     from ..report.build import ReportInputs
     from ..report.dicom_export import read_source_datasets
-    if not args.t2 and not args.ff:
-        raise InputError("--t2/--ff", "give a water-T2 map, a fat-fraction map, or both")
     step("report: reading inputs")
     labels = load_volume(args.seg)
     t2 = load_volume(args.t2) if args.t2 else None
@@ -55,13 +57,16 @@ def main(args) -> int:
         source_dicom["segmentation"] = read_source_datasets(source)
         anatomy = anatomy or source
         study = study_header(source.metadata.get("source_files"))
+    fit = fit_quality_inputs(Path(args.b1).parent, t2) if args.b1 and Path(args.b1).name == "b1.nii.gz" else {}
+    if args.b1 and not fit:
+        fit = {"b1": load_volume(args.b1)}
     inputs = ReportInputs(labels=labels, t2=t2, ff=ff, anatomy=anatomy, study=study, source_dicom=source_dicom,
                           paths={"segmentation": args.seg, "t2_map": args.t2, "ff_map": args.ff,
-                                 "anatomy": args.anatomy})
+                                 "anatomy": args.anatomy}, **fit)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     options = RunOptions(erode=args.erode, scoring=args.scoring, previous=args.previous, review=args.review,
                          anonymize=args.anonymize, formats=formats)
     outputs = make_report(inputs, Path(args.out), options)
     for name, path in outputs.items():
         print(f"{name}: {path}")
-    return 0
+    return print_problems("report", outputs.failures, outputs.warnings)

@@ -2,12 +2,15 @@
 
 Each step prints what it does; missing inputs skip a step with the reason. Intermediate files
 stay in DIR (see pipeline.py), so after editing segmentation/muscles.nii.gz, `run --reuse` or
-`myositis-qmri report` recomputes only the report.
+`myositis-qmri report` recomputes only the report. Exit status 4 when the report was written but
+some exports (e.g. DICOM SEG) failed; run_summary.json names them with the reason.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
+from ..errors import EXIT_SOME_EXPORTS_FAILED
 from ..pipeline import RunOptions, run_study
 from .t2 import add_t2_fit_arguments
 
@@ -49,10 +52,22 @@ def options_from_args(args) -> RunOptions:
                       review=args.review, anonymize=args.anonymize, reuse=args.reuse)
 
 
+def print_problems(command: str, failures, warnings) -> int:
+    """Quality warnings and failed exports on stderr; the exit status they call for."""
+    # the one-line warning form the Slicer module shows ("myositis-qmri CMD: warning: ...")
+    for warning in warnings:
+        print(f"myositis-qmri {command}: warning: quality: {warning['message']}", file=sys.stderr)
+    for failure in failures:
+        print(f"myositis-qmri {command}: warning: export failed: {failure['export']}: {failure['reason']}",
+              file=sys.stderr)
+    return EXIT_SOME_EXPORTS_FAILED if failures else 0
+
+
 def main(args) -> int:
     summary = run_study(args.study, args.out, options_from_args(args))
     for name, info in summary["steps"].items():
         print(f"{name:9s} {info['status']:8s} {info['message']}")
     print(f"to recompute only the report: {summary['rerun_report']}")
-    print(summary["report_html"])
-    return 0
+    if summary.get("report_html"):
+        print(summary["report_html"])
+    return print_problems("run", summary.get("export_failures", []), summary.get("quality_warnings", []))

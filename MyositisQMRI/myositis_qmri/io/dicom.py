@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import InputError
 from ..progress import track
 from ..volume import EchoSeries, Volume
+from .acquisition import refocusing_angle_deg
 from .dicom_classify import classify_series
 from .dicom_frames import Frame, NotUsable, frames_from_file, read_pixels
 from .dicom_values import phase_to_radians
@@ -107,10 +108,7 @@ class DicomSeries:
 
     @property
     def refocusing_angle_deg(self) -> float | None:
-        # Spin-echo headers give the refocusing pulse as FlipAngle on Siemens/Philips (180 or
-        # lower); a value of 90 or less is the excitation angle, so it says nothing here.
-        flip = self.header.get("flip_angle_deg")
-        return flip if self.series_class == SeriesClass.MESE and flip is not None and flip > 90 else None
+        return refocusing_angle_deg(self.header.get("flip_angle_deg")) if self.series_class == SeriesClass.MESE else None
 
     @property
     def fat_suppressed(self) -> bool | None:
@@ -129,10 +127,13 @@ class DicomSeries:
         return series_summary(self, "dicom")
 
     def _metadata(self, stacks: list[Stack], kind: ImageKind) -> dict:
+        # Optional acquisition attributes the headers do not give are left out, not set to None:
+        # "MRAcquisitionType" in metadata means the headers said 2D or 3D.
+        stated = {key: value for key, value in (("vendor", self.vendor), ("field_strength_t", self.field_strength_t),
+                                                ("MRAcquisitionType", self.mr_acquisition_type)) if value is not None}
         return {
             "patient_id": self.header.get("patient_id"), "study_uid": self.study_uid,
-            "series_uid": self.series_uid, "series_description": self.description, "vendor": self.vendor,
-            "field_strength_t": self.field_strength_t, "MRAcquisitionType": self.mr_acquisition_type,
+            "series_uid": self.series_uid, "series_description": self.description, **stated,
             "image_kind": kind.value, "classification": self.series_class.value,
             "frame_of_reference_uid": self.header.get("frame_of_reference_uid"),
             "source_sop_instance_uids": [[f.sop_uid for f in s.frames] for s in stacks],
@@ -424,7 +425,10 @@ def _stack_geometry(frames: list[Frame], name: str):
     if len(frames) > 1:
         z = float(np.median(np.diff([float(f.position @ normal) for f in frames])))
     else:
-        z = float(f0.header.get("spacing_between_slices") or f0.header.get("slice_thickness") or 1.0)
+        # SpacingBetweenSlices is negative in some exports and either may be 0 or absent: the first
+        # positive one of the two, else 1 mm (one slice: the value changes no measurement).
+        stated = (abs(v) for v in (f0.header.get("spacing_between_slices"), f0.header.get("slice_thickness")) if v)
+        z = float(next(stated, 1.0))
     direction = np.column_stack([row_dir, col_dir, normal])
     spacing = (f0.pixel_spacing[1], f0.pixel_spacing[0], z)  # PixelSpacing is (row step, column step)
     return spacing, tuple(float(v) for v in f0.position), tuple(direction.ravel())

@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from .acquisition import acquisition_type, field_strength_tesla
 from .dicom_compat import read_dataset
 from .dicom_values import PHILIPS_PRIVATE_FRAME_GROUP, ValueMap, stored_value_range, value_map
 from .kinds import ImageKind
@@ -211,8 +212,8 @@ def _header_info(ds) -> dict:
         "description": str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or ""),
         "protocol": str(ds.get("ProtocolName", "") or ""),
         "vendor": str(ds.get("Manufacturer", "") or "") or None,
-        "field_strength_t": _num(ds.get("MagneticFieldStrength")),
-        "mr_acquisition_type": str(ds.get("MRAcquisitionType", "") or "") or None,
+        "field_strength_t": field_strength_tesla(ds.get("MagneticFieldStrength")),
+        "mr_acquisition_type": acquisition_type(ds.get("MRAcquisitionType")),
         "scanning_sequence": "\\".join(_tokens(ds.get("ScanningSequence"))),
         "sequence_variant": "\\".join(_tokens(ds.get("SequenceVariant"))),
         "sequence_name": str(ds.get("SequenceName", "") or ds.get("PulseSequenceName", "") or ""),

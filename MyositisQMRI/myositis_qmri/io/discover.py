@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..volume import EchoSeries, Volume
+from .acquisition import acquisition_type, field_strength_tesla
 from .dicom import DicomSeries, list_files, read_dicom
 from .dicom_classify import classify_series
 from .dicom_frames import image_kind_from_tokens
@@ -352,6 +353,7 @@ def _make(path: Path, echo_files, te, info) -> ImageFileSeries:
     return ImageFileSeries(
         description=description, series_class=series_class, echo_files=echo_files, echo_times_ms=tuple(te),
         n_slices=int(size[2]) if len(size) >= 3 else 1, matrix=(int(size[0]), int(size[1])),
-        spacing=tuple(float(v) for v in spacing[:3]), n_echoes=int(n_echoes), vendor=sidecar.get("Manufacturer"),
-        field_strength_t=sidecar.get("MagneticFieldStrength"), sidecar=sidecar,
-        series_uid=str(sidecar.get("SeriesInstanceUID", "")), mr_acquisition_type=sidecar.get("MRAcquisitionType"))
+        spacing=tuple(float(v) for v in spacing[:3]), n_echoes=int(n_echoes), vendor=sidecar.get("Manufacturer") or None,
+        field_strength_t=field_strength_tesla(sidecar.get("MagneticFieldStrength")), sidecar=sidecar,
+        series_uid=str(sidecar.get("SeriesInstanceUID", "")),
+        mr_acquisition_type=acquisition_type(sidecar.get("MRAcquisitionType")))

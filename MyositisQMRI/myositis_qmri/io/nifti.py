@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..volume import EchoSeries, Volume
+from .acquisition import field_strength_tesla, refocusing_angle_deg
 from .atomic import atomic_path, write_text_atomic
 from .echo_times import echo_times_to_ms
 
@@ -176,9 +177,9 @@ def read_echo_series(path: str | Path, echo_times_ms=None, image_kind: str = "ma
     return EchoSeries(
         array, echo_times_ms, image.GetSpacing()[:3], image.GetOrigin()[:3],
         tuple(direction4[:3, :3].ravel()), image_kind=image_kind,
-        field_strength_t=sidecar.get("MagneticFieldStrength"),
-        refocusing_angle_deg=sidecar.get("RefocusingFlipAngle") or sidecar.get("FlipAngle"),
-        vendor=sidecar.get("Manufacturer"),
+        field_strength_t=field_strength_tesla(sidecar.get("MagneticFieldStrength")),
+        refocusing_angle_deg=refocusing_angle_deg(sidecar.get("FlipAngle"), sidecar.get("RefocusingFlipAngle")),
+        vendor=sidecar.get("Manufacturer") or None,
         metadata={"source_files": [str(path)], "series_description": path.name, **sidecar},
     )
 

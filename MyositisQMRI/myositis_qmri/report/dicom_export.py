@@ -329,23 +329,37 @@ def _save(ds: Dataset, path: Path) -> None:
         save_dataset(ds, tmp)
 
 
-def write_dicom_outputs(report: dict, inputs, out_dir: Path) -> dict:
-    """seg.dcm, report_sr.dcm and the map series under dicom/; returns {name: path}."""
+def _sr_needs_seg():
+    raise InputError(None, "not written: the SR references the DICOM SEG, which failed")
+
+
+def write_dicom_outputs(report: dict, inputs, out_dir: Path, attempt=None) -> dict:
+    """seg.dcm, report_sr.dcm and the map series under dicom/; returns {name: path}.
+
+    `attempt(name, write)` runs each export on its own and returns None when it failed
+    (report.build records the failure); without it a failure raises. The SR needs the SEG.
+    """
+    attempt = attempt or (lambda name, write: write())
     outputs: dict[str, str] = {}
     sources = inputs.source_dicom.get("segmentation") or []
     seg_path, sr_path = out_dir / "seg.dcm", out_dir / "report_sr.dcm"
-    seg = write_seg(inputs.labels, sources, seg_path)
-    outputs["dicom_seg"] = str(seg_path)
-    write_sr(report, seg, sources, sr_path)
-    outputs["dicom_sr"] = str(sr_path)
+    seg = attempt("dicom_seg", lambda: write_seg(inputs.labels, sources, seg_path))
+    if seg is not None:
+        outputs["dicom_seg"] = str(seg_path)
+        if attempt("dicom_sr", lambda: write_sr(report, seg, sources, sr_path)) is not None:
+            outputs["dicom_sr"] = str(sr_path)
+    else:
+        attempt("dicom_sr", _sr_needs_seg)
     for kind, volume in (("t2", inputs.t2), ("ff", inputs.ff)):
         if volume is None:
             continue
-        map_sources = inputs.source_dicom.get(kind) or sources
         folder = out_dir / "dicom" / f"{kind}_map"
-        write_map_series(volume, kind, folder, map_sources[0], map_sources)
-        outputs[f"dicom_{kind}_map"] = str(folder)
         pm_path = out_dir / "dicom" / f"{kind}_parametric_map.dcm"
-        write_parametric_map(volume, kind, map_sources, pm_path)
-        outputs[f"dicom_{kind}_parametric_map"] = str(pm_path)
+        map_sources = lambda kind=kind: inputs.source_dicom.get(kind) or sources
+        if attempt(f"dicom_{kind}_map", lambda kind=kind, volume=volume, folder=folder: write_map_series(
+                volume, kind, folder, map_sources()[0], map_sources())) is not None:
+            outputs[f"dicom_{kind}_map"] = str(folder)
+        if attempt(f"dicom_{kind}_parametric_map", lambda kind=kind, volume=volume, pm_path=pm_path:
+                   write_parametric_map(volume, kind, map_sources(), pm_path)) is not None:
+            outputs[f"dicom_{kind}_parametric_map"] = str(pm_path)
     return outputs

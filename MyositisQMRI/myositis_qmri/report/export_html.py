@@ -18,6 +18,8 @@ td.name{text-align:left} .header td{text-align:left;border:none;padding:1px 10px
 .reviewer{font-weight:bold;text-decoration:underline} .flag{color:#b00;font-weight:bold}
 .note{font-size:12px;color:#555} figure{margin:10px 0} figcaption{font-size:12px;color:#444}
 img{max-width:100%}
+.warn{border:2px solid #c60;background:#fff4e0;padding:4px 10px;margin:8px 0;font-size:13px}
+.banner{border:2px solid #447;background:#eef;padding:4px 10px;margin:8px 0;font-size:14px;font-weight:bold}
 """
 
 
@@ -67,6 +69,38 @@ def _header(report: dict) -> str:
               ("Mask erosion", erosion_text(report["erosion"]))]
     rows = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{_fmt(v)}</td></tr>" for k, v in fields if v is not None)
     return f'<table class="header">{rows}</table>'
+
+
+def _alerts(report: dict) -> str:
+    """The structural-study banner and the quality warnings, under the header where they are seen first."""
+    parts = []
+    if report.get("structural_only"):
+        parts.append('<p class="banner">Structural study: no T2 or FF maps; no grades. Muscle volumes and '
+                     "cross-sectional areas only.</p>")
+    warnings = report.get("quality_warnings") or []
+    if warnings:
+        items = "".join(f"<li>{html.escape(w['message'])}</li>" for w in warnings)
+        parts.append(f'<div class="warn"><b>Quality warnings</b><ul>{items}</ul></div>')
+    return "".join(parts)
+
+
+def _csa_table(report: dict) -> str:
+    """Per muscle, right and left: volume, largest and mean cross-sectional area, asymmetry."""
+    by_key = {(row["muscle_key"], row["side"]): row for row in report["muscles"]}
+    asymmetry = {a["muscle_key"]: a for a in report["asymmetry"]}
+    rows = []
+    for a in report["asymmetry"]:
+        right, left = by_key[(a["muscle_key"], "right")], by_key[(a["muscle_key"], "left")]
+        rows.append(f"<tr><td class='name'>{html.escape(a['muscle'])}</td>"
+                    + "".join(f"<td>{_fmt(r.get(k))}</td>" for k in ("volume_ml", "csa_max_cm2", "csa_mean_cm2")
+                              for r in (right, left))
+                    + f"<td>{_fmt(asymmetry[a['muscle_key']]['volume_ml'])}</td>"
+                    f"<td>{_fmt(asymmetry[a['muscle_key']].get('csa_max_cm2'))}</td></tr>")
+    return ("<table><tr><th>Muscle</th><th>Volume R (ml)</th><th>Volume L (ml)</th><th>Max CSA R (cm²)</th>"
+            "<th>Max CSA L (cm²)</th><th>Mean CSA R (cm²)</th><th>Mean CSA L (cm²)</th><th>AI volume (%)</th>"
+            "<th>AI max CSA (%)</th></tr>" + "".join(rows) + "</table><p class='note'>Cross-sectional area "
+            "(CSA) per slice of the segmentation's grid; every slice in report_csa.csv and report.json "
+            "(cross_sections). Asymmetry index = 100 × (R − L) / mean(R, L).</p>")
 
 
 def _summary(report: dict) -> str:
@@ -144,6 +178,17 @@ def _figure(figures, name: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def _graded_section(report: dict) -> str:
+    if report.get("structural_only"):
+        return ""
+    edema = report["scoring"]["edema"]
+    return f"""<h2>Per muscle: statistics and grades</h2>
+<p class="note">Edema grade from water T2 ({edema_statistic(report['scoring'])}): 0 below {edema['normal_threshold_ms']} ms,
+bands from {', '.join(str(e) for e in edema['edges_ms'])} ms. Fat grade (Mercuri-style) from mean FF, bands from
+{', '.join(str(e) for e in report['scoring']['fat']['edges_percent'])} %. Underlined grades marked (R) were set by the reviewer.</p>
+{_muscle_table(report)}"""
+
+
 def render_html(report: dict, figures) -> str:
     notes = list(report.get("notes", []))
     for kind, quality in (report.get("quality") or {}).items():
@@ -154,18 +199,15 @@ def render_html(report: dict, figures) -> str:
         if not available:
             notes.append(f"No {'water-T2' if kind == 't2' else 'fat-fraction'} map: "
                          f"{'edema' if kind == 't2' else 'fat'} grades are not available.")
-    edema = report["scoring"]["edema"]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>MyositisQMRI report</title><style>{CSS}</style></head>
 <body>
 <h1>Quantitative thigh muscle MRI report</h1>
 {_header(report)}
+{_alerts(report)}
 <h2>Whole thigh</h2>{_summary(report)}
-<h2>Per muscle: statistics and grades</h2>
-<p class="note">Edema grade from water T2 ({edema_statistic(report['scoring'])}): 0 below {edema['normal_threshold_ms']} ms,
-bands from {', '.join(str(e) for e in edema['edges_ms'])} ms. Fat grade (Mercuri-style) from mean FF, bands from
-{', '.join(str(e) for e in report['scoring']['fat']['edges_percent'])} %. Underlined grades marked (R) were set by the reviewer.</p>
-{_muscle_table(report)}
+{_graded_section(report)}
+<h2>Per muscle: volume and cross-sectional area</h2>{_csa_table(report)}
 <h2>Maps</h2>{_figure(figures, 'overlays')}{_figure(figures, 'heatmap')}
 <h2>Left / right</h2>{_figure(figures, 'asymmetry')}{_asymmetry_table(report)}
 <h2>Slice profiles</h2>{_figure(figures, 'profiles')}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -32,10 +33,16 @@ def _table_page(report: dict):
     lines.append(f"Whole thigh: muscle volume {_fmt(both['muscle_volume_ml'])} ml, mean water T2 "
                  f"{_fmt(both['t2_mean_ms'])} ms{f' ({against})' if against else ''}, "
                  f"volume-weighted FF {_fmt(both['ff_weighted_mean_percent'])} %")
+    alerts = (["Structural study: no T2 or FF maps; no grades (volumes and cross-sectional areas only)"]
+              if report.get("structural_only") else [])
+    alerts += [f"Quality warning: {w['message']}" for w in report.get("quality_warnings") or []]
     figure.text(0.05, 0.97, "Quantitative thigh muscle MRI report", fontsize=14, weight="bold", va="top")
     for i, line in enumerate(lines):
         figure.text(0.05, 0.94 - 0.018 * i, line, fontsize=7.5, va="top")
-    columns = ["Muscle", "Side", "Vol ml", "T2 mean", "T2 med", "%>thr", "FF mean", "FF med", "Edema", "Fat"]
+    for i, line in enumerate(alerts):
+        figure.text(0.05, 0.94 - 0.018 * (len(lines) + i), textwrap.shorten(line, 190), fontsize=7.5, va="top",
+                    color="#b00", weight="bold")
+    columns = ["Muscle", "Side", "Vol ml", "CSA max", "T2 mean", "T2 med", "%>thr", "FF mean", "FF med", "Edema", "Fat"]
     cells, colours = [], []
     for row in report["muscles"]:
         t2, ff, grades = row.get("t2") or {}, row.get("ff") or {}, row.get("grades") or {}
@@ -46,13 +53,13 @@ def _table_page(report: dict):
             g_cells.append(text)
             g_colours.append("white" if g.get("grade") is None else GRADE_COLOURS[min(g["grade"], 4)])
         cells.append([row["muscle"] + (" (empty)" if row["empty"] else ""), row["side"], _fmt(row["volume_ml"]),
-                      _fmt(t2.get("mean")), _fmt(t2.get("median")), _fmt(t2.get("percent_above_edema_threshold")),
+                      _fmt(row.get("csa_max_cm2")), _fmt(t2.get("mean")), _fmt(t2.get("median")), _fmt(t2.get("percent_above_edema_threshold")),
                       _fmt(ff.get("mean")), _fmt(ff.get("median"))] + g_cells)
-        colours.append(["white"] * 8 + g_colours)
-    ax = figure.add_axes([0.03, 0.05, 0.94, 0.82])
+        colours.append(["white"] * 9 + g_colours)
+    ax = figure.add_axes([0.03, 0.05, 0.94, 0.82 - 0.018 * len(alerts)])
     ax.axis("off")
     table = ax.table(cellText=cells, colLabels=columns, cellColours=colours, loc="upper center",
-                     colWidths=[0.22, 0.06, 0.07, 0.08, 0.08, 0.07, 0.08, 0.08, 0.13, 0.13])
+                     colWidths=[0.2, 0.06, 0.07, 0.07, 0.07, 0.07, 0.06, 0.07, 0.07, 0.12, 0.12])
     table.auto_set_font_size(False)
     table.set_fontsize(6)
     table.scale(1, 1.15)

@@ -188,6 +188,11 @@ def asymmetry_figure(report: dict) -> Figure:
 
 def profile_figure(report: dict) -> Figure | None:
     profiles = report.get("slice_profiles") or {}
+    sections = report.get("cross_sections") or {}
+    if not profiles and sections.get("slice_index"):  # structural study: areas on the segmentation's grid
+        profiles = {"segmentation": {"position_mm": sections["position_mm"],
+                                     "muscles": {key: {"area_cm2": areas} for key, areas in sections["muscles"].items()
+                                                 if any(areas)}}}
     if not profiles:
         return None
     panels = [("area", next(iter(profiles)), "Cross-sectional area (cm²)")]

@@ -24,8 +24,9 @@ GRADE_KINDS = ("edema", "fat")
 
 
 def edema_statistic(scoring: dict) -> str:
-    """The per-muscle water-T2 statistic graded for edema ("median" or "mean") of a scoring
-    config or a report's "scoring" section; "median" where an older one does not say."""
+    """The per-muscle water-T2 statistic graded for edema ("mean", the default, or "median") of
+    a scoring config or a report's "scoring" section; "median" where an older report does not
+    say, because reports written before the statistic was recorded were graded on the median."""
     return scoring.get("edema", {}).get("statistic", "median")
 
 

@@ -171,6 +171,28 @@ def _geometry_stats(labels: Volume) -> dict:
     return out
 
 
+def cross_sections(labels: Volume) -> dict:
+    """Cross-sectional area (cm²) of every muscle on every slice of the label map's own grid
+    that holds any muscle: {"slice_index", "position_mm", "muscles": {key: [area per slice]}}.
+    Areas are in the slice plane (the grid's in-plane voxel area), as atrophy studies measure."""
+    array = labels.array
+    pixel_cm2 = labels.spacing_mm[0] * labels.spacing_mm[1] / 100.0
+    n_values = 2 * LEFT_OFFSET + 1
+    counts = np.stack([np.bincount(plane.ravel().astype(np.int64), minlength=n_values)[:n_values]
+                       for plane in array]) if array.shape[0] else np.zeros((0, n_values), np.int64)
+    slices = [int(z) for z in np.flatnonzero(counts[:, 1:].sum(axis=1))]
+    positions = _slice_positions_mm(labels)
+    return {"slice_index": slices, "position_mm": [round(float(positions[z]), 3) for z in slices],
+            "muscles": {label.key: [float(counts[z, label.value] * pixel_cm2) for z in slices] for label in LABELS}}
+
+
+def _csa_summary(sections: dict, key: str) -> dict:
+    """Largest and mean cross-sectional area (cm²) of one muscle over the slices that hold it."""
+    areas = [a for a in sections["muscles"][key] if a > 0]
+    return {"csa_max_cm2": max(areas) if areas else None,
+            "csa_mean_cm2": float(np.mean(areas)) if areas else None}
+
+
 def asymmetry_index(right: float | None, left: float | None) -> float | None:
     """100 * (R - L) / mean(R, L); None when undefined."""
     if right is None or left is None:
@@ -184,18 +206,19 @@ def asymmetry_index(right: float | None, left: float | None) -> float | None:
 def compute_statistics(labels: Volume, maps: dict[str, Volume | None], *, erode: bool = False,
                        erosion_voxels: int = 1, edema_threshold_ms: float = 36.4,
                        sources: dict | None = None) -> dict:
-    """Statistics per muscle and side, asymmetry, whole-thigh summaries and slice profiles.
+    """Statistics per muscle and side, asymmetry, whole-thigh summaries, slice profiles and
+    cross-sectional areas.
 
-    `maps` holds "t2" (water T2, ms) and/or "ff" (fat fraction, %); either may be None.
+    `maps` holds "t2" (water T2, ms) and/or "ff" (fat fraction, %); either or both may be None
+    (a structural study: volumes and cross-sectional areas only).
     """
     sources = sources or {}
     labels_int = labels.with_array(np.rint(labels.array).astype(np.int16))
-    if not any(m is not None for m in maps.values()):
-        raise InputError(None, "no map given: need a water-T2 map, a fat-fraction map, or both")
     unknown = set(np.unique(labels_int.array).tolist()) - {0} - {l.value for l in LABELS}
     if unknown:
         raise InputError(sources.get("seg"), f"label values {sorted(unknown)[:5]} are not in the muscle schema (1-22)")
     geometry = _geometry_stats(labels_int)
+    sections = cross_sections(labels_int)
     per_map, profiles, quality, erosion_per_map = {}, {}, {}, {}
     mask_mm = mask_resolution_mm(labels)
     for kind in MAP_KINDS:
@@ -218,7 +241,7 @@ def compute_statistics(labels: Volume, maps: dict[str, Volume | None], *, erode:
     for label in LABELS:
         row = {"key": label.key, "label_value": label.value, "muscle": label.muscle.name,
                "muscle_key": label.muscle.key, "abbreviation": label.abbreviation, "side": label.side,
-               "group": label.muscle.group, **geometry[label.value]}
+               "group": label.muscle.group, **geometry[label.value], **_csa_summary(sections, label.key)}
         row["empty"] = geometry[label.value]["n_voxels"] == 0
         for kind in MAP_KINDS:
             if kind in per_map:
@@ -230,7 +253,7 @@ def compute_statistics(labels: Volume, maps: dict[str, Volume | None], *, erode:
                 row[kind] = None
         muscles.append(row)
     return {"muscles": muscles, "asymmetry": _asymmetry(muscles), "whole_thigh": _whole_thigh(labels_int, maps, muscles),
-            "slice_profiles": profiles, "quality": quality,
+            "slice_profiles": profiles, "cross_sections": sections, "quality": quality,
             "erosion": {"applied": bool(erode), "voxels": erosion_voxels if erode else 0,
                         "plane": "in-plane (x, y)", "mask_resolution_mm": round(mask_mm, 2),
                         "per_map": erosion_per_map}}
@@ -247,6 +270,7 @@ def _asymmetry(muscles: list[dict]) -> list[dict]:
 
         out.append({"muscle_key": muscle.key, "muscle": muscle.name,
                     "volume_ml": asymmetry_index(right["volume_ml"] or None, left["volume_ml"] or None),
+                    "csa_max_cm2": asymmetry_index(right["csa_max_cm2"], left["csa_max_cm2"]),
                     "t2_mean_ms": asymmetry_index(get(right, "t2", "mean"), get(left, "t2", "mean")),
                     "t2_median_ms": asymmetry_index(get(right, "t2", "median"), get(left, "t2", "median")),
                     "ff_mean_percent": asymmetry_index(get(right, "ff", "mean"), get(left, "ff", "mean"))})

@@ -22,6 +22,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...geometry import resample_to
+from ...io.acquisition import acquisition_type
 from ...io.echo_times import require_uniform_spacing
 from ...io.atomic import write_text_atomic
 from ...io.nifti import write_volume
@@ -115,7 +116,7 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
     if not np.all(np.isfinite(array)):
         raise InputError(source, "echo images contain NaN or infinite values")
     te = np.asarray(series.echo_times_ms, dtype=float)
-    profile_known = profile is not None or "MRAcquisitionType" in series.metadata
+    profile_known = profile is not None or stated_acquisition(series) is not None
     profile = _profile(series, profile)
     if fat_suppressed is None:
         fat_suppressed = bool(series.fat_suppressed or series.metadata.get("fat_suppressed"))
@@ -168,10 +169,16 @@ def fit_water_t2(series: EchoSeries, mask: Volume | None = None, model: str = "e
                        measures_b1=model == "epg")
 
 
+def stated_acquisition(series: EchoSeries) -> str | None:
+    """"2D" or "3D" where the headers say so; None where MRAcquisitionType is absent, empty or
+    None, which is unknown (both slice-profile models are then tried), never 2D."""
+    return acquisition_type(series.metadata.get("MRAcquisitionType"))
+
+
 def _profile(series: EchoSeries, profile: str | None) -> str:
     if profile is None:
-        acquisition = str(series.metadata.get("MRAcquisitionType", "2D")).upper()
-        return "3d" if acquisition == "3D" else "2d"
+        # Unknown starts from the 2d model; the calibration then may choose 3d (allow_3d).
+        return "3d" if stated_acquisition(series) == "3D" else "2d"
     if profile not in ("2d", "3d"):
         raise InputError("--profile", f"profile must be '2d' or '3d', got {profile!r}")
     return profile
