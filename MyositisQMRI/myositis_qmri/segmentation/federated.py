@@ -128,15 +128,33 @@ class SiteClient(NumPyClient):
 
 def run_site(server: str, header: dict, data: SiteData, name: str, root_certificate: Path | None = None,
              replay=None, negatives=(), max_wait_s: float | None = 600.0, seed: int = 0) -> int:
-    """Connect to a federation server and take part until it ends; returns the rounds done."""
+    """Connect to a federation server and take part until it ends; returns the rounds done.
+
+    A server that is not listening yet is tried again every 2 s for max_wait_s (sites are
+    often started before the server).
+    """
+    import time
+
+    import grpc
     from flwr.client import start_client
     client = SiteClient(header, data, name, replay=replay, negatives=negatives, seed=seed)
     step(f"site {name!r}: {data.count} labelled leg slices; connecting to {server}"
          + (" (TLS)" if root_certificate else " (no TLS)"))
-    start_client(server_address=server, client=client.to_client(),
-                 root_certificates=Path(root_certificate).read_bytes() if root_certificate else None,
-                 max_wait_time=max_wait_s)
-    return client.rounds_done
+    certificate = Path(root_certificate).read_bytes() if root_certificate else None
+    deadline = time.monotonic() + (max_wait_s if max_wait_s is not None else float("inf"))
+    while True:
+        try:
+            start_client(server_address=server, client=client.to_client(), root_certificates=certificate,
+                         max_wait_time=max_wait_s)
+            return client.rounds_done
+        except grpc.RpcError as exc:
+            unavailable = getattr(exc, "code", lambda: None)() == grpc.StatusCode.UNAVAILABLE
+            if not unavailable or client.rounds_done or time.monotonic() > deadline:
+                detail = exc.details() if hasattr(exc, "details") else str(exc)
+                what = (f"lost the federation server after {client.rounds_done} rounds" if client.rounds_done
+                        else "cannot reach the federation server")
+                raise InputError(server, f"{what} ({detail})") from None
+            time.sleep(2.0)
 
 
 class FederatedAveraging(FedAvg):
