@@ -18,14 +18,15 @@ REQUIREMENTS = {
     "segment": {"safetensors": "safetensors", "monai": "monai", "slicerio": "slicerio",
                 "maxflow": "PyMaxflow"},
     "report": {"highdicom": "highdicom", "matplotlib": "matplotlib"},
+    "federate": {"flwr": "flwr>=1.18,<1.24"},     # the last Flower releases that run on Python 3.9
 }
 # Standard-library modules the core uses that older Pythons (Slicer 5.6-5.8 ship 3.9) lack:
 # import name -> (pip backport, first Python that has the module).
 BACKPORTS = {"report": {"tomli": ("tomli", (3, 11))}}   # tomllib: the report's grading rules
-TORCH_STAGES = ("segment", "finetune")
+TORCH_STAGES = ("segment", "finetune", "federate")
 STAGE_REQUIREMENTS = {"inspect": ("common",), "t2": ("common", "maps"), "ff": ("common", "maps"),
                       "segment": ("common", "segment"), "finetune": ("common", "segment"),
-                      "report": ("common", "report", "segment")}
+                      "report": ("common", "report", "segment"), "federate": ("common", "segment", "federate")}
 
 
 def is_installed(import_name: str, finder: Callable[[str], object] = importlib.util.find_spec) -> bool:
