@@ -7,7 +7,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: this pin is a local CPU wheel; any other request downloads GBs
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,federate]"
 	touch $@
 
 install: $(VENV)/.installed
