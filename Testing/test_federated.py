@@ -166,7 +166,7 @@ def test_a_site_that_drops_out_mid_round_does_not_stop_the_others(federation_fil
     port, merged = free_port(), tmp_path / "merged.safetensors"
     server = core(tmp_path / "server", "federate", "server", "--rounds", 2, "--min-sites", 2,
                   "--address", f"127.0.0.1:{port}", "--out", merged, "--model", files / "start.safetensors",
-                  "--local-steps", 40)
+                  "--local-steps", 10)
     first = site(files, port, SITE_SEEDS[0], "A")
     victim = site(files, port, SITE_SEEDS[2], "C")
     deadline = time.monotonic() + TIMEOUT_S

@@ -196,7 +196,7 @@ class FederatedAveraging(FedAvg):
         for _, fit_res in results:
             metrics = fit_res.metrics or {}
             entry["sites"].append({"site": str(metrics.get("site", "unnamed")), "examples": int(fit_res.num_examples),
-                                   **{k: metrics[k] for k in SITE_METRICS[2:] if k in metrics}})
+                                   **{k: metrics[k] for k in ("dice_before", "dice_after") if k in metrics}})
         step(f"round {server_round}/{self.rounds}: {len(results)} sites answered, {len(failures)} failed")
         usable = [r for _, r in results if r.num_examples > 0]
         if not usable:
