@@ -127,6 +127,7 @@ def write_certificates(folder):
     return paths
 
 
+@pytest.mark.slow
 def test_federation_of_two_sites_over_tls(federation_files, tmp_path):
     files = federation_files
     ca, certificate, key = write_certificates(tmp_path)
@@ -161,6 +162,7 @@ def test_federation_of_two_sites_over_tls(federation_files, tmp_path):
     assert header["model_version"] == read_header(files / "start.safetensors")["model_version"] + 1
 
 
+@pytest.mark.slow
 def test_a_site_that_drops_out_mid_round_does_not_stop_the_others(federation_files, tmp_path):
     files = federation_files
     port, merged = free_port(), tmp_path / "merged.safetensors"
