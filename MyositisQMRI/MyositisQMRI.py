@@ -192,6 +192,7 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showQualityButton.connect("clicked(bool)", self.onShowQualityMaps)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.learnButton.connect("clicked(bool)", self.onLearn)
+        self.ui.joinFederationButton.connect("clicked(bool)", self.onJoinFederation)
         self.ui.recomputeButton.connect("clicked(bool)", self.onRecompute)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self.ui.cancelButton.connect("clicked(bool)", self.logic.cancel)
@@ -271,7 +272,7 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         busy = self.logic.busy
         for button in (self.ui.inspectButton, self.ui.useDatabaseStudyButton, self.ui.loadSeriesButton,
                        self.ui.computeMapsButton, self.ui.showQualityButton, self.ui.segmentButton,
-                       self.ui.learnButton, self.ui.recomputeButton, self.ui.exportButton):
+                       self.ui.learnButton, self.ui.joinFederationButton, self.ui.recomputeButton, self.ui.exportButton):
             button.enabled = not busy
         if busy or not p:
             return
@@ -279,6 +280,7 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                  or (p.waterVolume and p.fatVolume))
         self.ui.segmentButton.enabled = bool(p.structuralVolume)
         self.ui.learnButton.enabled = bool(p.segmentation and p.structuralVolume)
+        self.ui.joinFederationButton.enabled = self.ui.learnButton.enabled
         self.ui.recomputeButton.enabled = bool(p.segmentation and (p.t2Map or p.ffMap))
         self.ui.exportButton.enabled = bool(p.reportJson)
         self.ui.showReportTableButton.enabled = bool(p.reportTable)
@@ -384,6 +386,11 @@ class MyositisQMRIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 f"A fine-tuned model was written to\n{modelPath}\n\nUse it for the next segmentation?",
                 "Learn from my corrections"):
             self._parameterNode.modelFile = str(modelPath)
+
+    def onJoinFederation(self) -> None:
+        server = self.ui.federationServerEdit.text
+        self._run(lambda p: self.logic.joinFederation(p, server, onDone=lambda result: slicer.util.infoDisplay(
+            "The federation has ended; the server writes the merged model.", "Join federation round")))
 
     # --- 4 Report ---
 
@@ -928,6 +935,14 @@ class MyositisQMRILogic(ScriptedLoadableModuleLogic):
         return self.runSteps([
             ("Writing the structural volume", lambda: slicer_bridge.export_volume(p.structuralVolume, work, "structural")),
             ("Writing the corrected muscles", lambda: self.exportEditedLabels(p))], start)
+
+    def joinFederation(self, p, server, onDone=None):
+        """Take part in the server's federated rounds with this corrected case (weights and counts leave)."""
+        work = self.workFolder(p)
+        image = slicer_bridge.export_volume(p.structuralVolume, work, "structural")
+        base = str(p.modelFile) if p.modelFile and pathlib.Path(p.modelFile).is_file() else None
+        arguments = pipeline.federation_site_arguments(server, image, self.exportEditedLabels(p), model=base)
+        return self.startJob("federate", arguments, onDone)
 
     # --- report ---
 

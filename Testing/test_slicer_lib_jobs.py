@@ -76,6 +76,21 @@ def test_pipeline_arguments_follow_the_command_line_contract():
         pipeline.report_arguments("/l", "/o")
 
 
+def test_federation_site_arguments_parse_as_the_command_line_reads_them():
+    from myositis_qmri.cli import build_parser
+    argv = jobs.core_command("federate", pipeline.federation_site_arguments(
+        " fl.hospital.org:8080 ", "/w/structural.nii.gz", "/w/muscles_edited.nii.gz", name="site-7",
+        root_certificate="/certs/ca.pem"), "py")
+    assert argv[3:5] == ["federate", "site"]
+    args = build_parser(only="federate").parse_args(argv[3:])
+    assert (args.role, args.server, args.name, args.model) == ("site", "fl.hospital.org:8080", "site-7", None)
+    assert [str(p) for p in args.image + args.labels] == ["/w/structural.nii.gz", "/w/muscles_edited.nii.gz"]
+    assert str(args.root_certificate) == "/certs/ca.pem"
+    for address in ("", "fl.hospital.org", "fl.hospital.org:port", ":8080"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            pipeline.federation_site_arguments(address, "/i", "/l")
+
+
 def _python_job(code: str) -> jobs.BackgroundJob:
     return jobs.BackgroundJob([sys.executable, "-c", code], jobs.core_environment()).start()
 

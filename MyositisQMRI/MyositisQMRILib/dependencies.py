@@ -37,7 +37,8 @@ CONTRACT_FILE = Path(__file__).resolve().parent.parent / "Resources" / "dependen
 STAGE_EXTRAS: Dict[str, Tuple[str, ...]] = {
     "inspect": (), "t2": ("maps",), "ff": ("maps",), "segment": ("segment",),
     "finetune": ("segment",), "train": ("segment",), "report": ("report",),
-    "run": ("maps", "segment", "report"), "demo": ("maps", "segment", "report"), "batch": ("batch",)}
+    "run": ("maps", "segment", "report"), "demo": ("maps", "segment", "report"), "batch": ("batch",),
+    "federate": ("segment", "federate")}
 
 # Distributions Slicer 5.6-5.10 ship (SuperBuild/External_python-*.cmake, SimpleITK, VTK; the
 # per-tag lists with versions are in Testing/slicer_api/slicer_api.json, which a test compares

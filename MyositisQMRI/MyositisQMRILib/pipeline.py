@@ -68,6 +68,18 @@ def finetune_arguments(image: str | Path, labels: str | Path, out: str | Path,
     return [("--image", image), ("--labels", labels), ("--out", out), ("--model", model or None)]
 
 
+def federation_site_arguments(server: str, image: str | Path, labels: str | Path, name: str | None = None,
+                               model: str | Path | None = None, root_certificate: str | Path | None = None) -> list:
+    """`federate site --server HOST:PORT --image I --labels L [--name SITE] [--model M] [--root-certificate CA]`:
+    this Slicer's corrected case joins a federation round (weights and counts leave, images stay)."""
+    server = (server or "").strip()
+    host, _, port = server.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"the federation server address must be HOST:PORT, got {server!r}")
+    return ["site", ("--server", server), ("--image", image), ("--labels", labels), ("--name", name or None),
+            ("--model", model or None), ("--root-certificate", root_certificate or None)]
+
+
 def report_arguments(seg: str | Path, out: str | Path, t2: str | Path | None = None, ff: str | Path | None = None,
                      previous: str | Path | None = None, scoring: str | Path | None = None,
                      reviewer_grades: str | Path | None = None, anatomy: str | Path | None = None,

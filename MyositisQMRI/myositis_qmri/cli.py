@@ -29,6 +29,8 @@ SUBCOMMANDS = {
     "run": "the whole pipeline on a DICOM study folder",
     "demo": "synthesise a bilateral thigh exam and run the pipeline on it",
     "batch": "run the pipeline on many studies (local or Dask cluster)",
+    "federate": "federated learning across hospitals (Flower): `federate server` or `federate site`",
+    "merge-models": "average model files offline (federated averaging for sites that cannot connect)",
 }
 
 
@@ -45,7 +47,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _command_module(name: str):
-    return importlib.import_module(f".commands.{name}", __package__)
+    return importlib.import_module(f".commands.{name.replace('-', '_')}", __package__)
 
 
 def _warning_formatter(command: str):

@@ -44,8 +44,10 @@ def case_slices(image: Volume, labels: Volume, header: dict, scheme: GroupScheme
     return np.stack(images)[:, None], np.stack(targets)[:, None], np.asarray(slice_index)
 
 
-def _mean_dice(network, images, targets, matrix) -> float:
-    """Mean Dice over the groups (or muscles) present, predictions summed into the label's groups."""
+def mean_case_dice(network, images, targets, matrix=None) -> float:
+    """Mean Dice over the groups (or muscles) present in `targets`, pooled over the slices, the
+    predictions summed into the labels' groups (matrix from losses.group_matrix; None: muscles)."""
+    matrix = group_matrix(None) if matrix is None else matrix
     probs = predict_slices(network, images)
     prediction = np.einsum("gc,nchw->nghw", matrix, probs).argmax(1)
     valid = targets[:, 0] != IGNORE
@@ -53,6 +55,49 @@ def _mean_dice(network, images, targets, matrix) -> float:
     present = [int(v) for v in np.unique(truth) if v > 0]
     values = dice_per_label(np.where(valid, prediction, 0), truth, present)
     return float(np.mean(list(values.values()))) if values else float("nan")
+
+
+def replayed_per_batch(batch_size: int, replay: synth.LegSlices | None, replay_fraction: float) -> int:
+    """How many slices of each batch are replayed synthetic ones (none without replay slices)."""
+    return int(round(batch_size * replay_fraction)) if replay is not None and len(replay.labels) else 0
+
+
+def train_on_slices(network, case_images: np.ndarray, case_targets: np.ndarray, header: dict, steps: int, rng,
+                    learning_rate: float = 2e-4, batch_size: int = 8, replay: synth.LegSlices | None = None,
+                    replay_fraction: float = 0.5, negatives=(), desc: str = "fine-tuning",
+                    matrix=None) -> None:
+    """The fine-tuning loop, shared by `finetune` and a federated site's local round.
+
+    Every batch mixes corrected slices (with mild intensity jitter, so that a few slices are
+    not memorised pixel by pixel) with replayed synthetic slices and negative anatomy: the
+    guard against forgetting. The corrected slices are learnt through the marginal loss with
+    `matrix` (losses.group_matrix of their label scheme; None: the project's muscles), the
+    replayed ones through Dice + cross-entropy, each weighted by its share of the batch. Leaves
+    the network in eval mode.
+    """
+    import torch
+    from monai.losses import DiceCELoss
+    spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
+    network.train()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    matrix = group_matrix(None) if matrix is None else matrix
+    n_replay = replayed_per_batch(batch_size, replay, replay_fraction)
+    with Progress(steps, desc=desc) as progress:
+        for _ in range(steps):
+            pick = rng.integers(0, len(case_images), batch_size - n_replay)
+            batch_images = case_images[pick] * rng.uniform(0.9, 1.1, (len(pick), 1, 1, 1)).astype(np.float32)
+            loss = marginal_dice_ce(network(torch.from_numpy(batch_images.astype(np.float32))),
+                                    torch.from_numpy(case_targets[pick].astype(np.int64)), matrix)
+            if n_replay:
+                replay_images, replay_targets = make_batch(rng, replay, n_replay, size, spacing, negatives)
+                replay_loss = loss_fn(network(torch.from_numpy(replay_images)), torch.from_numpy(replay_targets))
+                loss = (1 - n_replay / batch_size) * loss + n_replay / batch_size * replay_loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            progress.update(1)
+    network.eval()
 
 
 def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=None, steps: int = 40,
@@ -67,8 +112,6 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
     `scheme`: the labels trace muscle groups (labels.GROUP_SCHEMES), learnt through the marginal
     loss (losses.py); None: the project's own muscle values.
     """
-    import torch
-    from monai.losses import DiceCELoss
     source = Path(model_path) if model_path is not None else default_model_path()
     out = Path(out)
     if out.resolve() == source.resolve() or out.resolve() == default_model_path().resolve():
@@ -86,34 +129,17 @@ def finetune(model_path, image: Volume, labels: Volume, out: str | Path, slices=
     spacing, size = float(header["spacing_mm"][0]), int(header["crop_px"])
     if validation is None and replay is not None and len(replay.labels):
         validation = make_batch(np.random.default_rng(12345), replay, 64, size, spacing)
-    before = {"case_other_slices": _mean_dice(network, images[others], targets[others], matrix) if others.any() else None,
-              "case_corrected_slices": _mean_dice(network, images[chosen], targets[chosen], matrix)}
+    before = {"case_other_slices": mean_case_dice(network, images[others], targets[others], matrix) if others.any() else None,
+              "case_corrected_slices": mean_case_dice(network, images[chosen], targets[chosen], matrix)}
     if validation is not None:
         before["synthetic_validation"] = evaluate(network, *validation)["mean_dice"]
-    network.train()
-    optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
-    n_replay = int(round(batch_size * replay_fraction)) if replay is not None and len(replay.labels) else 0
-    case_images, case_targets = images[chosen], targets[chosen]
+    n_replay = replayed_per_batch(batch_size, replay, replay_fraction)
     step(f"fine-tuning on {int(chosen.sum())} corrected leg slices with {n_replay} replayed slices per batch")
-    with Progress(steps, desc="fine-tuning") as progress:
-        for _ in range(steps):
-            pick = rng.integers(0, len(case_images), batch_size - n_replay)
-            # Mild intensity jitter so the few corrected slices are not memorised pixel by pixel.
-            batch_images = case_images[pick] * rng.uniform(0.9, 1.1, (len(pick), 1, 1, 1)).astype(np.float32)
-            loss = marginal_dice_ce(network(torch.from_numpy(batch_images.astype(np.float32))),
-                                    torch.from_numpy(case_targets[pick].astype(np.int64)), matrix)
-            if n_replay:
-                replay_images, replay_targets = make_batch(rng, replay, n_replay, size, spacing, negatives)
-                replay_loss = loss_fn(network(torch.from_numpy(replay_images)), torch.from_numpy(replay_targets))
-                loss = (1 - n_replay / batch_size) * loss + n_replay / batch_size * replay_loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            progress.update(1)
-    network.eval()
-    after = {"case_other_slices": _mean_dice(network, images[others], targets[others], matrix) if others.any() else None,
-             "case_corrected_slices": _mean_dice(network, images[chosen], targets[chosen], matrix)}
+    train_on_slices(network, images[chosen], targets[chosen], header, steps, rng, learning_rate=learning_rate,
+                    batch_size=batch_size, replay=replay, replay_fraction=replay_fraction, negatives=negatives,
+                    matrix=matrix)
+    after = {"case_other_slices": mean_case_dice(network, images[others], targets[others], matrix) if others.any() else None,
+             "case_corrected_slices": mean_case_dice(network, images[chosen], targets[chosen], matrix)}
     if validation is not None:
         after["synthetic_validation"] = evaluate(network, *validation)["mean_dice"]
     new_header = copy.deepcopy(header)
