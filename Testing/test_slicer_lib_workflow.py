@@ -34,6 +34,7 @@ def _run(subcommand, arguments):
 
 
 @pytest.mark.slow
+@pytest.mark.dicom   # CI runs it again with pydicom 2.4.4 + highdicom 0.22.0 (what Slicer bundles)
 def test_dicom_study_maps_segment_edit_report_override_export(tmp_path):
     from myositis_qmri.phantom import make_exam, write_exam
 
