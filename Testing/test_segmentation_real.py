@@ -142,7 +142,11 @@ def test_shipped_model_on_real_oai_validation_scans():
     """Against real manual tracings: the shipped model's group Dice on two held-out scans."""
     from myositis_qmri.segmentation.infer import segment_muscles
     _, validation = oai_split()
-    for folder in validation[1:3]:
+    means = {}
+    for folder in validation[:3]:
         predicted = segment_muscles(read_volume(folder / "image.nii.gz"), test_time_augmentation=False)
         dice = group_dice(predicted, read_volume(folder / "labels.nii.gz"), OAI_GROUPS)
-        assert np.nanmean(list(dice.values())) > 0.80, (folder.name, dice)
+        means[folder.name] = np.nanmean(list(dice.values()))
+        assert dice[2] > 0.9, (folder.name, dice)              # the vasti, the largest group
+    # The first three by id, as they come (one of them has gracilis and sartorius swapped).
+    assert np.mean(list(means.values())) > 0.82, means

@@ -120,7 +120,9 @@ def test_report_needs_tomli_only_on_python_39_and_never_torch():
 
 def test_version_floors_are_checked_not_only_imports():
     old_highdicom = fresh_slicer("v5.10.0", {"highdicom": "0.21.1", "nibabel": "5.2.1", "tqdm": "4.66.0",
-                                             "matplotlib": "3.9.0", "scikit-image": "0.24.0"})
+                                             "matplotlib": "3.9.0", "scikit-image": "0.24.0",
+                                             "pylibjpeg": "2.0.0", "pylibjpeg-libjpeg": "2.1.0",
+                                             "pylibjpeg-openjpeg": "2.3.0"})
     assert dependencies.stage_plan("report", version_of=old_highdicom, python=(3, 12)).install == ("highdicom>=0.22",)
     # a bundled package below a floor is reported, never upgraded
     old_pydicom = fresh_slicer("v5.10.0", {"pydicom": "2.3.1"})
@@ -201,7 +203,8 @@ def test_pip_command_line_pins_slicers_pydicom_so_highdicom_resolves_to_0_22(tag
     assert slicer_bridge.ensure_packages("report") and errors == []
     (arguments,) = installs
     assert arguments[0] == "--constraint"
-    expected = ["nibabel>=5.0", "tqdm>=4.60", "highdicom>=0.22", "matplotlib>=3.7", "scikit-image>=0.21"]
+    expected = ["pylibjpeg>=1.4", "pylibjpeg-libjpeg>=1.3", "pylibjpeg-openjpeg>=1.3", "nibabel>=5.0", "tqdm>=4.60",
+                "highdicom>=0.22", "matplotlib>=3.7", "scikit-image>=0.21"]
     assert arguments[2:] == expected + (["tomli>=1.1"] if python_of(tag) < (3, 11) else [])
     pins = Path(arguments[1]).read_text(encoding="utf-8").split()
     bundled = SLICER_API["tags"][tag]["python_packages"]
