@@ -8,6 +8,7 @@ import pytest
 from myositis_qmri.phantom import make_exam
 from myositis_qmri.report import quality
 from myositis_qmri.report.build import ReportInputs
+from myositis_qmri.segmentation.infer import MIN_THIGH_MUSCLE_FRACTION
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_b1_check_fires_when_b1_is_pinned_at_a_search_limit(exam):
 def test_thigh_share_check_reuses_the_segment_commands_share(exam):
     labels = exam.muscle_labels.with_array(exam.muscle_labels.array, thigh_muscle_fraction=0.08)
     warning = quality.check_thigh_share(labels)
-    assert warning["check"] == "thigh_muscle_share" and warning["limit"] == 0.23
+    assert warning["check"] == "thigh_muscle_share" and warning["limit"] == MIN_THIGH_MUSCLE_FRACTION
     assert quality.check_thigh_share(exam.muscle_labels) is None   # user's masks: no share recorded
 
 

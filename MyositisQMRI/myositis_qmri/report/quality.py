@@ -46,8 +46,8 @@ MAX_B1_PINNED_FRACTION = 0.10
 B1_PINNED_TOLERANCE = 0.015             # within this of a limit counts as pinned (grid step 0.01)
 
 # The segmentation's thigh-muscle share of the body: the segment command's own measure and limit
-# (segmentation.infer.MIN_THIGH_MUSCLE_FRACTION: real thighs 0.26-0.60, calves, hands and feet
-# 0.21 or less).
+# (segmentation.infer.MIN_THIGH_MUSCLE_FRACTION: real thighs 0.16-0.60, calves, hands and feet
+# 0.09 or less).
 # Maps must cover at least this share of the segmented muscle volume; less says the maps and the
 # masks come from different slabs or positions, so that part of each muscle is not measured.
 MIN_MAP_MASK_OVERLAP = 0.90

@@ -137,11 +137,13 @@ def _slices_without_body(body_zyx: np.ndarray) -> np.ndarray:
 
 
 # A thigh series shows thigh muscle over about half of the body's cross-section (0.40-0.60 per
-# slice on the real thigh Dixon), a thigh with thick subcutaneous fat and fatty muscles, or one
-# reaching up to the hip, about a quarter (0.26-0.29); the shipped model labels at most 0.15 of
-# five real calves, 0.17 of a hand and 0.21 of a foot (benchmarks/segmentation_not_thigh.py).
-# Below this share, halfway between, the user is warned.
-MIN_THIGH_MUSCLE_FRACTION = 0.23
+# slice on the real thigh Dixon and the OAI T1 thighs), a thigh with thick subcutaneous fat and
+# fatty muscles about 0.28, and a series reaching from the thigh up through the pelvis (half its
+# slices without thigh muscle) 0.16. With the three-class body mask (canonical.air_threshold),
+# which keeps more of the body than the old one, the shipped model labels at most 0.08 of five
+# real calves, 0.06 of a hand and 0.09 of a foot (benchmarks/segmentation_not_thigh.py).
+# Below this share, about halfway between, the user is warned.
+MIN_THIGH_MUSCLE_FRACTION = 0.12
 
 
 def thigh_muscle_fraction(probs_czyx: np.ndarray, body_zyx: np.ndarray) -> float:
