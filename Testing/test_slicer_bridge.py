@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MyositisQMRI"))
 
 from MyositisQMRILib import slicer_bridge  # noqa: E402
+from slicer_standins import Segmentation  # noqa: E402  (the segmentation stand-in with Slicer's signatures)
 
 
 class Mutable:
@@ -43,23 +44,6 @@ class Segment:
 
     def GetName(self):
         return self.name
-
-
-class Segmentation:
-    def __init__(self, segments):
-        self.segments = segments
-
-    def GetNumberOfSegments(self):
-        return len(self.segments)
-
-    def GetNthSegment(self, index):
-        return self.segments[index][1]
-
-    def GetNthSegmentID(self, index):
-        return self.segments[index][0]
-
-    def GetSegment(self, segment_id):
-        return dict(self.segments)[segment_id]
 
 
 class SegmentationNode:
