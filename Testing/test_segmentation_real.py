@@ -7,10 +7,10 @@ import torch
 from myositis_qmri.errors import InputError
 from myositis_qmri.io import read_volume
 from myositis_qmri.phantom import make_exam
-from myositis_qmri.segmentation.labels import LEFT_OFFSET, MUSCLE_BY_KEY, OAI_GROUPS, label_value
+from myositis_qmri.segmentation.labels import LEFT_OFFSET, MUSCLE_BY_KEY, OAI_GROUPS, THIGH11, label_value
 from myositis_qmri.segmentation.losses import group_matrix, marginal_dice_ce
 from myositis_qmri.segmentation.real import (IGNORE, OAI_FOLDER, check_scheme_values, group_dice, oai_split,
-                                             prepare_real_slices)
+                                             prepare_real_cases, prepare_real_slices)
 
 needs_oai = pytest.mark.skipif(not OAI_FOLDER.is_dir(), reason="../shared/data/oai_thigh_t1 is absent")
 VASTI, FEMUR = 2, 3
@@ -25,6 +25,18 @@ def test_group_matrix_sums_the_vasti_and_makes_the_femur_background():
     # Every fine class belongs to exactly one group: the group probabilities still sum to one.
     assert (matrix.sum(axis=0) >= 1).all()
     assert np.array_equal(group_matrix(None), np.eye(12, dtype=np.float32))
+
+
+def test_thigh11_leaves_adductor_longus_and_brevis_to_the_unlabelled_voxels():
+    """Its 6 is adductor magnus alone: an unlabelled voxel may be background or the adductor group."""
+    matrix = group_matrix(THIGH11)
+    adductors = MUSCLE_BY_KEY["adductors"].index
+    assert np.flatnonzero(matrix[0]).tolist() == [0, adductors]
+    assert np.array_equal(matrix[1:], np.eye(12, dtype=np.float32)[1:])
+    unlabelled = torch.zeros((1, 1, 8, 8), dtype=torch.int64)
+    as_adductor = marginal_dice_ce(_logits(np.full((8, 8), adductors)), unlabelled, matrix)
+    as_sartorius = marginal_dice_ce(_logits(np.full((8, 8), MUSCLE_BY_KEY["sartorius"].index)), unlabelled, matrix)
+    assert float(as_adductor) < 0.01 < 1.0 < float(as_sartorius)
 
 
 def _logits(classes_yx, n_classes=12, strength=8.0):
@@ -67,6 +79,42 @@ def test_labels_outside_the_scheme_are_refused_with_the_values_found():
     with pytest.raises(InputError, match=r"label values \[17\] are not in the oai-groups scheme"):
         check_scheme_values(labels, OAI_GROUPS)
     check_scheme_values(labels, None)       # 17 is a muscle of the project's own schema
+
+
+def _sideless(labels):
+    """Labels with 1..11 on both legs (the thigh11 convention)."""
+    return labels.with_array(np.where(labels.array > LEFT_OFFSET, labels.array - LEFT_OFFSET,
+                                      labels.array).astype(np.int16))
+
+
+def test_real_cases_read_thigh11_labels_on_both_legs(tmp_path):
+    from myositis_qmri.io import write_volume
+    exam = make_exam(3, "small")
+    image, labels = tmp_path / "water.nii.gz", tmp_path / "labels.nii.gz"
+    write_volume(exam.t1w, image)
+    write_volume(_sideless(exam.muscle_labels), labels)
+    real = prepare_real_cases([(image, labels)], "thigh11", 1.5, 160)
+    per_leg = len(np.flatnonzero((exam.muscle_labels.array > 0).any(axis=(1, 2))))
+    assert len(real) == 2 * per_leg                     # both legs of every labelled slice
+    assert set(np.unique(real.targets).tolist()) == {IGNORE, *range(0, 12)}
+    assert real.names == [f"{tmp_path.name}/water.nii.gz"]
+    sided = tmp_path / "sided.nii.gz"          # left leg 12-22: not thigh11
+    write_volume(exam.muscle_labels, sided)
+    with pytest.raises(InputError, match=r"sided.nii.gz.*label values \[1[2-9]"):
+        prepare_real_cases([(image, sided)], "thigh11", 1.5, 160)
+
+
+def test_train_reads_real_cases_as_scheme_image_and_labels(tmp_path):
+    import argparse
+
+    from myositis_qmri.commands.train import _real_case
+    image = tmp_path / "water.nii.gz"
+    image.write_bytes(b"")
+    assert _real_case(f"thigh11:{image}:{image}") == ("thigh11", image, image)
+    with pytest.raises(argparse.ArgumentTypeError, match="SCHEME one of oai-groups, thigh11"):
+        _real_case(f"fine:{image}:{image}")
+    with pytest.raises(argparse.ArgumentTypeError, match="missing.nii.gz: file not found"):
+        _real_case(f"thigh11:{image}:{tmp_path / 'missing.nii.gz'}")
 
 
 def test_labels_that_miss_their_image_are_refused_naming_both_files(tmp_path):

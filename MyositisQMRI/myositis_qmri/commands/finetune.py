@@ -14,7 +14,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--label-scheme", default="fine", choices=_schemes(),
                         help="what the label values mean: fine (this project's muscles, right 1-11, left 12-22) "
                              "or a group scheme (oai-groups: 1 rectus femoris, 2 vasti, 3 femur, 4 gracilis, "
-                             "5 sartorius, 6 adductors, 7 biceps femoris, 8 semitendinosus, 9 semimembranosus)")
+                             "5 sartorius, 6 adductors, 7 biceps femoris, 8 semitendinosus, 9 semimembranosus; "
+                             "thigh11: the 11 muscles 1-11 on both legs, side by position, 6 adductor magnus "
+                             "alone, as in the shared thigh_label_maps)")
     parser.add_argument("--out", required=True, type=Path, help="new model file (.safetensors)")
     parser.add_argument("--slices", default=None,
                         help="comma-separated slice indices (input z) that were corrected; default: all labelled")

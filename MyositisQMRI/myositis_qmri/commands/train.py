@@ -48,6 +48,13 @@ def add_arguments(parser) -> None:
                              "through the group (marginal) loss; its validation split is never read")
     parser.add_argument("--real-scheme", default="oai-groups", help="the group scheme of --real-scans' labels")
     parser.add_argument("--real-fraction", type=float, default=0.5, help="share of each batch from --real-scans")
+    parser.add_argument("--real-case", action="append", default=[], type=_real_case,
+                        metavar="SCHEME:IMAGE:LABELS",
+                        help="one more real scan with its labels in SCHEME (e.g. thigh11 for 1-11 on both "
+                             "legs, oai-groups), mixed into every batch (repeatable; the same labels may "
+                             "serve a water and a fat image)")
+    parser.add_argument("--real-case-fraction", type=float, default=0.25,
+                        help="share of each batch from --real-case scans")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint next to --out (default: start afresh)")
 
@@ -67,6 +74,21 @@ def _real_subjects(folder):
         raise InputError(folder, "needs subject folders holding image.nii.gz and labels.nii.gz")
     tuning = training[TUNING_EVERY // 2::TUNING_EVERY]
     return tuple(s for s in training if s not in tuning), tuple(tuning)
+
+
+def _real_case(text: str) -> tuple:
+    """(scheme, image, labels) from SCHEME:IMAGE:LABELS; the files must exist."""
+    import argparse
+
+    from ..segmentation.labels import GROUP_SCHEMES
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in GROUP_SCHEMES:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SCHEME:IMAGE:LABELS with SCHEME one of "
+                                         f"{', '.join(GROUP_SCHEMES)}")
+    for name in parts[1:]:
+        if not Path(name).is_file():
+            raise argparse.ArgumentTypeError(f"{name}: file not found")
+    return parts[0], Path(parts[1]), Path(parts[2])
 
 
 def _pattern_names(text: str) -> tuple[str, ...]:
@@ -112,7 +134,8 @@ def main(args) -> int:
                          fatty_infiltration=args.fatty_infiltration,
                          infiltration_patterns=args.infiltration_patterns,
                          real_scans=real_scans, real_tuning=real_tuning, real_scheme=args.real_scheme,
-                         real_fraction=args.real_fraction,
+                         real_fraction=args.real_fraction, real_cases=tuple(args.real_case),
+                         real_case_fraction=args.real_case_fraction,
                          extra_training_maps=tuple(write_phantom_label_maps(
                              args.out.parent / "phantom_label_maps", range(1, args.phantoms + 1))))
     state = train(config, resume=args.resume)

@@ -128,12 +128,14 @@ class GroupScheme:
     `groups` maps each label value of the scheme to the schema's side-less muscle indices it
     covers; a value mapped to () is traced but holds no schema muscle (the femur), and counts as
     background. Values absent from `groups` are refused. Group labels carry no side: they are read
-    on whichever leg they lie.
+    on whichever leg they lie. `unlabelled` names schema muscles that such labels leave untraced
+    (0), so that 0 means "background or one of these" rather than background alone.
     """
 
     name: str
     groups: dict          # value -> tuple of muscle indices 1..N_MUSCLES
     names: dict           # value -> display name
+    unlabelled: tuple = ()   # schema muscles an unlabelled (0) voxel may still hold
 
     def muscle_groups(self) -> dict:
         """Only the groups that hold schema muscles: value -> muscle indices."""
@@ -146,7 +148,14 @@ OAI_GROUPS = GroupScheme(
     {1: (2,), 2: (3, 4, 5), 3: (), 4: (7,), 5: (1,), 6: (6,), 7: (8, 11), 8: (9,), 9: (10,)},
     {1: "rectus femoris", 2: "vasti", 3: "femur", 4: "gracilis", 5: "sartorius", 6: "adductors",
      7: "biceps femoris", 8: "semitendinosus", 9: "semimembranosus"})
-GROUP_SCHEMES = {OAI_GROUPS.name: OAI_GROUPS}
+# Eleven muscles, 1..11 on both legs, side by position: the thigh_label_maps in ../shared/data and
+# the IDEAL nnU-Net labels (Hirriririir). Their 6 is adductor magnus alone; adductor longus and
+# brevis stay unlabelled although the schema's adductor group holds them.
+THIGH11 = GroupScheme(
+    "thigh11", {m.index: (m.index,) for m in MUSCLES},
+    {m.index: ("adductor magnus" if m.key == "adductors" else m.name.lower()) for m in MUSCLES},
+    unlabelled=(MUSCLE_BY_KEY["adductors"].index,))
+GROUP_SCHEMES = {OAI_GROUPS.name: OAI_GROUPS, THIGH11.name: THIGH11}
 LABEL_SCHEMES = ("fine", *GROUP_SCHEMES)   # "fine": the project's own values (1-11 right, 12-22 left)
 
 

@@ -16,13 +16,14 @@ from .labels import N_MUSCLES, GroupScheme
 def group_matrix(scheme: GroupScheme | None) -> np.ndarray:
     """(scheme values + 1, N_MUSCLES + 1) 0/1 matrix: row v sums the classes group v covers.
 
-    Row 0 is background (class 0); rows of traced non-muscle values (femur) are background too.
-    None: the fine schema (identity).
+    Row 0 is background (class 0) plus the muscles the scheme leaves untraced; rows of traced
+    non-muscle values (femur) are background too. None: the fine schema (identity).
     """
     if scheme is None:
         return np.eye(N_MUSCLES + 1, dtype=np.float32)
     matrix = np.zeros((max(scheme.groups) + 1, N_MUSCLES + 1), np.float32)
     matrix[0, 0] = 1
+    matrix[0, list(scheme.unlabelled)] = 1
     for value, muscles in scheme.groups.items():
         for m in (muscles or (0,)):
             matrix[value, m] = 1

@@ -131,11 +131,18 @@ def labelled_leg_crops(image: Volume, labels: Volume, spacing_mm: float, size: i
 def prepare_real_slices(subjects: list[Path], scheme_name: str, spacing_mm: float, size: int,
                         image_name: str = "image.nii.gz", labels_name: str = "labels.nii.gz") -> RealSlices:
     """RealSlices from subject folders (image and group labels on one grid)."""
+    cases = [(Path(folder) / image_name, Path(folder) / labels_name) for folder in subjects]
+    return prepare_real_cases(cases, scheme_name, spacing_mm, size, names=[Path(f).name for f in subjects])
+
+
+def prepare_real_cases(cases: list[tuple[Path, Path]], scheme_name: str, spacing_mm: float, size: int,
+                       names: list[str] | None = None) -> RealSlices:
+    """RealSlices from (image file, labels file) pairs whose labels use one scheme."""
     scheme = GROUP_SCHEMES[scheme_name]
     n = size + 2 * synth.PREP_MARGIN
-    images, classes, targets, sources, names = [], [], [], [], []
-    for index, folder in enumerate(track(list(subjects), desc="preparing real scans")):
-        image, labels = read_volume(Path(folder) / image_name), read_volume(Path(folder) / labels_name)
+    images, classes, targets, sources = [], [], [], []
+    for index, (image_path, labels_path) in enumerate(track(list(cases), desc="preparing real scans")):
+        image, labels = read_volume(image_path), read_volume(labels_path)
         labels = labels.with_array(np.rint(labels.array).astype(np.int16))
         check_scheme_values(labels, scheme)
         for crop, target, in_view, _ in labelled_leg_crops(image, labels, spacing_mm, n, scheme)[1]:
@@ -144,11 +151,11 @@ def prepare_real_slices(subjects: list[Path], scheme_name: str, spacing_mm: floa
             classes.append(synth.intensity_classes(normalised, in_view))
             targets.append(np.where(in_view, target, IGNORE).astype(np.int16))
             sources.append(index)
-        names.append(Path(folder).name)
     if not images:
-        raise InputError(subjects[0] if subjects else "real scans", "no traced slice found")
+        raise InputError(cases[0][1] if cases else "real scans", "no traced slice found")
+    names = names or [f"{Path(i).parent.name}/{Path(i).name}" for i, _ in cases]
     return RealSlices(np.stack(images).astype(np.float32), np.stack(classes), np.stack(targets),
-                      np.asarray(sources), names, scheme_name)
+                      np.asarray(sources), list(names), scheme_name)
 
 
 def group_dice(predicted: Volume, truth: Volume, scheme: GroupScheme, side: str = "right") -> dict:

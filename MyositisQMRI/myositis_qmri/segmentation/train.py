@@ -57,6 +57,8 @@ class TrainConfig:
     real_scheme: str = "oai-groups"     # the group scheme their labels use (labels.GROUP_SCHEMES)
     real_fraction: float = 0.5          # share of each batch drawn from real_scans
     real_tuning: tuple[Path, ...] = ()  # real subjects (not trained on) that choose the best step
+    real_cases: tuple[tuple[str, Path, Path], ...] = ()  # (scheme, image, labels) of single real scans
+    real_case_fraction: float = 0.25    # share of each batch drawn from real_cases
 
 
 def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
@@ -201,7 +203,21 @@ def _load_checkpoint(path: Path, network, optimizer) -> dict:
 def _file_hashes(negative_images) -> dict:
     """sha256 of each negative image file, by name: which scan the model learnt from."""
     paths = [synth.parse_negative_image(spec)[0] for spec in negative_images]
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+    return {path.name: _sha256(path) for path in paths}
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _prepare_cases(config: TrainConfig) -> list:
+    """One RealSlices per label scheme among config.real_cases (single real scans with their labels)."""
+    from .real import prepare_real_cases
+    by_scheme = {}
+    for scheme, image, labels in config.real_cases:
+        by_scheme.setdefault(scheme, []).append((Path(image), Path(labels)))
+    return [prepare_real_cases(cases, scheme, config.spacing_mm, config.crop_px)
+            for scheme, cases in by_scheme.items()]
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -238,8 +254,14 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
             tuning_slices = prepare_real_slices(list(config.real_tuning), config.real_scheme,
                                                 config.spacing_mm, config.crop_px)
             tuning = plain_crops(tuning_slices, config.crop_px)
-        matrix = group_matrix(GROUP_SCHEMES[config.real_scheme])
-    n_real = int(round(config.batch_size * config.real_fraction)) if real is not None else 0
+    real_sets = []   # (slices, group matrix, crops per batch, share of the loss)
+    if real is not None:
+        real_sets.append((real, config.real_fraction))
+    real_sets += [(cases, config.real_case_fraction / len(config.real_cases) * len(cases.names))
+                  for cases in _prepare_cases(config)]
+    real_sets = [(source, group_matrix(GROUP_SCHEMES[source.scheme]), int(round(config.batch_size * share)))
+                 for source, share in real_sets]
+    n_real = sum(n for _, _, n in real_sets)
     header = base_header(config.spacing_mm, config.crop_px)
     network = build_network(header["architecture"])
     initialised_from = None
@@ -268,12 +290,12 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
             images, targets = make_batch(rng, slices, config.batch_size - n_real, config.crop_px,
                                          config.spacing_mm, negatives)
             loss = loss_fn(network(torch.from_numpy(images)), torch.from_numpy(targets))
-            if n_real:
-                real_images, real_targets = make_batch(rng, real, n_real, config.crop_px, config.spacing_mm)
+            loss = loss * (1 - n_real / config.batch_size)
+            for source, matrix, n in real_sets:
+                real_images, real_targets = make_batch(rng, source, n, config.crop_px, config.spacing_mm)
                 real_loss = marginal_dice_ce(network(torch.from_numpy(real_images)), torch.from_numpy(real_targets),
                                              matrix)
-                share = n_real / config.batch_size
-                loss = (1 - share) * loss + share * real_loss
+                loss = loss + n / config.batch_size * real_loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -320,6 +342,10 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                             "source": "Osteoarthritis Initiative T1 thighs, manual group tracings "
                                       "(Jason-TsangGL/UFATS-ITSA-RARE); OAI data-use terms",
                             "loss": "marginal Dice + cross-entropy on group-summed probabilities"},
+                        "real_cases": [{"scheme": scheme, "image": Path(image).name, "labels": Path(labels).name,
+                                        "folder": Path(image).parent.name, "sha256": _sha256(image)}
+                                       for scheme, image, labels in config.real_cases] or None,
+                        "real_case_fraction": config.real_case_fraction if config.real_cases else None,
                         "command": "myositis-qmri train",
                     }
                     save_model(network, header, config.out)
