@@ -10,7 +10,8 @@ from myositis_qmri.phantom import make_exam
 from myositis_qmri.segmentation.labels import LEFT_OFFSET, MUSCLE_BY_KEY, OAI_GROUPS, THIGH11, label_value
 from myositis_qmri.segmentation.losses import group_matrix, marginal_dice_ce
 from myositis_qmri.segmentation.real import (IGNORE, OAI_FOLDER, check_scheme_values, group_dice, oai_split,
-                                             prepare_real_cases, prepare_real_slices)
+                                             prepare_real_cases, prepare_real_slices,
+                                             sartorius_behind_gracilis)
 
 needs_oai = pytest.mark.skipif(not OAI_FOLDER.is_dir(), reason="../shared/data/oai_thigh_t1 is absent")
 VASTI, FEMUR = 2, 3
@@ -163,6 +164,21 @@ def test_group_dice_reads_only_the_traced_side():
                                                      & (exam.muscle_labels.array <= LEFT_OFFSET),
                                                      exam.muscle_labels.array + LEFT_OFFSET, 0).astype(np.int16))
     assert all(d == 0 for d in group_dice(flipped, groups, OAI_GROUPS).values())
+
+
+def test_a_tracing_with_sartorius_and_gracilis_swapped_is_flagged():
+    groups = _as_oai_groups(make_exam(3, "small").muscle_labels)
+    assert not sartorius_behind_gracilis(groups)
+    array = groups.array.copy()
+    array[groups.array == 4], array[groups.array == 5] = 5, 4
+    assert sartorius_behind_gracilis(groups.with_array(array))
+
+
+@needs_oai
+def test_one_shared_oai_tracing_has_sartorius_and_gracilis_swapped():
+    from myositis_qmri.segmentation.real import oai_subjects
+    flagged = [s for s in oai_subjects() if sartorius_behind_gracilis(read_volume(s / "labels.nii.gz"))]
+    assert len(flagged) == 1 and flagged[0] in oai_split()[1]
 
 
 @needs_oai

@@ -148,6 +148,8 @@ OAI_GROUPS = GroupScheme(
     {1: (2,), 2: (3, 4, 5), 3: (), 4: (7,), 5: (1,), 6: (6,), 7: (8, 11), 8: (9,), 9: (10,)},
     {1: "rectus femoris", 2: "vasti", 3: "femur", 4: "gracilis", 5: "sartorius", 6: "adductors",
      7: "biceps femoris", 8: "semitendinosus", 9: "semimembranosus"})
+OAI_SARTORIUS_GRACILIS = (5, 4)   # their values in OAI_GROUPS
+
 # Eleven muscles, 1..11 on both legs, side by position: the thigh_label_maps in ../shared/data and
 # the IDEAL nnU-Net labels (Hirriririir). Their 6 is adductor magnus alone; adductor longus and
 # brevis stay unlabelled although the schema's adductor group holds them.

@@ -28,7 +28,7 @@ from ..progress import track
 from ..volume import Volume
 from . import synth
 from .canonical import LegWindow, crop_leg, leg_crops, model_grid_image
-from .labels import GROUP_SCHEMES, LEFT_OFFSET, N_MUSCLES, GroupScheme
+from .labels import GROUP_SCHEMES, LEFT_OFFSET, N_MUSCLES, OAI_SARTORIUS_GRACILIS, GroupScheme
 
 SHARED_DATA = Path(os.environ.get("MYOSITIS_QMRI_SHARED_DATA",
                                   Path(__file__).resolve().parents[3].parent / "shared" / "data"))
@@ -156,6 +156,23 @@ def prepare_real_cases(cases: list[tuple[Path, Path]], scheme_name: str, spacing
     names = names or [f"{Path(i).parent.name}/{Path(i).name}" for i, _ in cases]
     return RealSlices(np.stack(images).astype(np.float32), np.stack(classes), np.stack(targets),
                       np.asarray(sources), list(names), scheme_name)
+
+
+def sartorius_behind_gracilis(labels: Volume) -> bool:
+    """True when an OAI-group tracing's sartorius lies posterior to its gracilis on most slices: the
+    two values swapped. At mid-thigh sartorius runs anteromedially and gracilis posteromedially; 107
+    of the 108 shared OAI tracings agree on every slice, one (a validation subject) disagrees on every
+    slice. Benchmarks flag such a reference rather than trust it."""
+    sartorius, gracilis = OAI_SARTORIUS_GRACILIS
+    votes = []
+    for z in range(labels.array.shape[0]):
+        plane = np.rint(labels.array[z])
+        if not ((plane == gracilis).any() and (plane == sartorius).any()):
+            continue
+        centres = [np.argwhere(plane == v).mean(axis=0)[::-1] for v in (gracilis, sartorius)]   # (x, y)
+        at_gracilis, at_sartorius = (labels.geometry.index_to_physical([*c, z]) for c in centres)
+        votes.append(at_sartorius[1] > at_gracilis[1])          # LPS: +y is posterior
+    return bool(votes) and bool(np.mean(votes) > 0.5)
 
 
 def group_dice(predicted: Volume, truth: Volume, scheme: GroupScheme, side: str = "right") -> dict:
