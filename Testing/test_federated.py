@@ -210,6 +210,93 @@ def test_what_a_site_sends_is_weights_counts_and_numbers(federation_files):
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(weights, expected.values()))     # it trained
 
 
+def test_a_site_learns_from_group_labels_through_the_group_matrix(federation_files):
+    """OAI-like group tracings (right leg, 1 rectus femoris, 2 vasti, ...): the local round learns
+    through the marginal loss and the Dice the site reports is the group Dice."""
+    from test_segmentation_real import _as_oai_groups
+    from myositis_qmri.segmentation.federated import SiteClient, labelled_slices
+    from myositis_qmri.segmentation.finetune import mean_case_dice, train_on_slices
+    from myositis_qmri.segmentation.labels import OAI_GROUPS
+    from myositis_qmri.segmentation.losses import group_matrix
+    from myositis_qmri.segmentation.merge import model_schema, set_network_weights
+    from myositis_qmri.segmentation.real import IGNORE
+    files = federation_files
+    network, header = load_model(files / "start.safetensors")
+    start = network_weights(network)
+    groups = _as_oai_groups(read_volume(files / "labels_21.nii.gz"))
+    data = labelled_slices([(read_volume(files / "t1w_21.nii.gz"), groups)], header, OAI_GROUPS)
+    assert data.count == 6          # the traced right leg's slices only
+    assert set(np.unique(data.targets).tolist()) - {0, IGNORE} <= set(OAI_GROUPS.muscle_groups())
+    matrix = group_matrix(OAI_GROUPS)
+    config = {"round": 1, "rounds": 1, "local_steps": 2, "model_header": json.dumps(model_schema(header))}
+    rate = 1e-2         # large steps, so that the group and the fine loss part visibly in 2 steps
+    weights, count, metrics = SiteClient(header, data, "A", learning_rate=rate).fit(start, config)
+    assert count == 6
+    assert any(not np.array_equal(a, b) for a, b in zip(weights, start))        # it trained
+
+    def trained(loss_matrix):
+        """The same local round (rng of seed 0, round 1) run here with the given matrix."""
+        replica = build_network(header["architecture"])
+        set_network_weights(replica, start)
+        train_on_slices(replica, data.images, data.targets, header, 2, np.random.default_rng([0, 1]),
+                        learning_rate=rate, matrix=loss_matrix)
+        return network_weights(replica)
+
+    for sent, expected in zip(weights, trained(matrix)):
+        np.testing.assert_allclose(sent, expected, rtol=1e-5, atol=1e-6)
+    fine = trained(None)
+    assert max(np.abs(a - b).max() for a, b in zip(weights, fine)) > 1e-3       # not the fine loss
+    assert metrics["dice_before"] == pytest.approx(mean_case_dice(network, data.images, data.targets, matrix),
+                                                   abs=1e-4)
+    set_network_weights(network, weights)
+    assert metrics["dice_after"] == pytest.approx(mean_case_dice(network, data.images, data.targets, matrix),
+                                                  abs=1e-4)
+
+
+def test_a_site_refuses_labels_outside_their_declared_scheme(federation_files, tmp_path, capsys):
+    from myositis_qmri.cli import main
+    files = federation_files
+    labels = read_volume(files / "labels_21.nii.gz")
+    beyond = labels.with_array(np.where(labels.array == 5, 30, labels.array).astype(np.int16))
+    write_volume(beyond, tmp_path / "beyond.nii.gz")
+
+    def site_exit(labels_path, *extra):
+        return main(["federate", "site", "--server", "127.0.0.1:9", "--image", str(files / "t1w_21.nii.gz"),
+                     "--labels", str(labels_path), "--model", str(files / "start.safetensors"),
+                     "--label-maps", str(files / "replay"), "--max-wait", "1", *extra])
+
+    # The project's fine labels (right 1-11, left 12-22) declared as OAI groups (1-9).
+    assert site_exit(files / "labels_21.nii.gz", "--label-scheme", "oai-groups") == 2
+    error = capsys.readouterr().err
+    assert "labels_21.nii.gz" in error and "label values [10, 11, 12," in error and "oai-groups scheme" in error
+    # A value in neither scheme, read as fine labels (the default).
+    assert site_exit(tmp_path / "beyond.nii.gz") == 2
+    error = capsys.readouterr().err
+    assert "beyond.nii.gz" in error and "label values [30] are not in the muscle schema (1-22)" in error
+
+
+def test_federate_site_takes_the_label_scheme_of_finetune():
+    from myositis_qmri.cli import build_parser
+    from myositis_qmri.segmentation.labels import LABEL_SCHEMES
+
+    def site_args(*extra):
+        return build_parser(only="federate").parse_args(["federate", "site", "--server", "h:1", "--image", "i",
+                                                         "--labels", "l", *extra])
+    assert site_args().label_scheme == "fine"
+    assert site_args("--label-scheme", "oai-groups").label_scheme == "oai-groups"
+    with pytest.raises(SystemExit):
+        site_args("--label-scheme", "groups")
+
+    def option(command):
+        parser = build_parser(only=command)
+        sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+        if command == "federate":
+            sub = next(a for a in sub._actions if a.dest == "role").choices["site"]
+        return next(a for a in sub._actions if a.dest == "label_scheme")
+    assert tuple(option("federate").choices) == tuple(option("finetune").choices) == LABEL_SCHEMES
+    assert option("federate").help == option("finetune").help
+
+
 def test_a_site_refuses_a_server_model_of_another_schema(federation_files, tmp_path):
     from myositis_qmri.segmentation.federated import SiteClient, labelled_slices
     from myositis_qmri.segmentation.merge import model_schema

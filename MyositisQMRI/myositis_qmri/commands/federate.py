@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
+from .finetune import add_label_scheme_argument, label_scheme
 
 
 def add_arguments(parser) -> None:
@@ -34,6 +35,7 @@ def add_arguments(parser) -> None:
                       help="structural image the masks were corrected on (repeatable, paired with --labels)")
     site.add_argument("--labels", action="append", required=True, type=Path,
                       help="corrected label map (values per labels.json), one per --image")
+    add_label_scheme_argument(site)
     site.add_argument("--name", default="site", help="this site's pseudonym in the merged model's header")
     site.add_argument("--model", type=Path, default=None,
                       help="this site's model, whose schema the server's must match (default: the shipped model)")
@@ -68,11 +70,12 @@ def parse_exam_pair(spec: str) -> tuple[Path, Path]:
     raise InputError(spec, "expected IMAGE:LABELS, two existing files")
 
 
-def _exams(pairs, header: dict):
+def _exams(pairs, header: dict, scheme=None):
     from ..io import read_volume
     from ..io.load import load_volume
     federated = _federated()
-    return federated.labelled_slices([(load_volume(image), read_volume(labels)) for image, labels in pairs], header)
+    return federated.labelled_slices([(load_volume(image), read_volume(labels)) for image, labels in pairs], header,
+                                     scheme)
 
 
 def _check_files(*paths) -> None:
@@ -107,7 +110,7 @@ def run_site(args) -> int:
         raise InputError("--image/--labels", f"{len(args.image)} images but {len(args.labels)} label maps")
     _check_files(args.root_certificate, *args.image, *args.labels)
     header = read_header(args.model or default_model_path())
-    data = _exams(list(zip(args.image, args.labels)), header)
+    data = _exams(list(zip(args.image, args.labels)), header, label_scheme(args))
     cache = Path(tempfile.gettempdir()) / "myositis-qmri-federate" / "replay.safetensors"
     replay = _replay(args.label_maps, cache, header)
     negatives = _negatives(args.calf_rois, header, args.negative_image)

@@ -11,12 +11,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", type=Path, default=None, help="model to start from (default: the shipped model)")
     parser.add_argument("--image", required=True, type=Path, help="structural image the masks were corrected on")
     parser.add_argument("--labels", required=True, type=Path, help="corrected label map (values per labels.json)")
-    parser.add_argument("--label-scheme", default="fine", choices=_schemes(),
-                        help="what the label values mean: fine (this project's muscles, right 1-11, left 12-22) "
-                             "or a group scheme (oai-groups: 1 rectus femoris, 2 vasti, 3 femur, 4 gracilis, "
-                             "5 sartorius, 6 adductors, 7 biceps femoris, 8 semitendinosus, 9 semimembranosus; "
-                             "thigh11: the 11 muscles 1-11 on both legs, side by position, 6 adductor magnus "
-                             "alone, as in the shared thigh_label_maps)")
+    add_label_scheme_argument(parser)
     parser.add_argument("--out", required=True, type=Path, help="new model file (.safetensors)")
     parser.add_argument("--slices", default=None,
                         help="comma-separated slice indices (input z) that were corrected; default: all labelled")
@@ -29,6 +24,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--negative-image", action="append", default=[], metavar="PATH[:FIRST-LAST]",
                         help="real slices without thigh muscle (hip, pelvis) replayed as negative anatomy, as "
                              "given to train (repeatable)")
+
+
+def add_label_scheme_argument(parser) -> None:
+    """--label-scheme, shared by `finetune` and `federate site` (both learn from corrected labels)."""
+    parser.add_argument("--label-scheme", default="fine", choices=_schemes(),
+                        help="what the label values mean: fine (this project's muscles, right 1-11, left 12-22) "
+                             "or a group scheme (oai-groups: 1 rectus femoris, 2 vasti, 3 femur, 4 gracilis, "
+                             "5 sartorius, 6 adductors, 7 biceps femoris, 8 semitendinosus, 9 semimembranosus; "
+                             "thigh11: the 11 muscles 1-11 on both legs, side by position, 6 adductor magnus "
+                             "alone, as in the shared thigh_label_maps)")
+
+
+def label_scheme(args):
+    """The GroupScheme that --label-scheme names (None: the project's fine values)."""
+    from ..segmentation.labels import GROUP_SCHEMES
+    return GROUP_SCHEMES.get(args.label_scheme)
 
 
 def _schemes():
@@ -98,7 +109,6 @@ def main(args) -> int:
     from ..io import read_volume
     from ..io.load import load_volume
     from ..segmentation.finetune import finetune
-    from ..segmentation.labels import GROUP_SCHEMES
     from ..segmentation.model import read_header, default_model_path
     if not str(args.out).endswith(".safetensors"):
         raise InputError(args.out, "model files must end in .safetensors")
@@ -113,6 +123,6 @@ def main(args) -> int:
     result = finetune(args.model, load_volume(args.image), read_volume(args.labels), args.out,
                       slices=slices, steps=args.steps, replay=replay,
                       negatives=_negatives(args.calf_rois, header, args.negative_image),
-                      scheme=GROUP_SCHEMES.get(args.label_scheme))
+                      scheme=label_scheme(args))
     print(json.dumps(result, indent=1))
     return 0

@@ -3,12 +3,13 @@
 Each round the server (flwr.server.start_server, gRPC, TLS when given certificates) sends the
 current weights and its model schema (header JSON) to every connected site. A site refuses a
 model whose schema differs from its own, fine-tunes locally with the same replay guard as
-`finetune` (finetune.train_on_slices), and sends back only the weights, its number of
-labelled leg slices and a few numbers (Dice before and after on its own slices). The server
-averages the weights in proportion to those counts (merge.weighted_average, as the offline
-`merge-models` does), evaluates each round on its validation exams when it has them, and
-writes the best round's model, never one worse than the start, with the federation recorded
-in the header. Images and label maps never leave a site.
+`finetune` (finetune.train_on_slices; group labels such as the OAI tracings through the
+marginal loss, as `finetune --label-scheme`), and sends back only the weights, its number of
+labelled leg slices and a few numbers (Dice before and after on its own slices, per muscle or
+per group as its labels are). The server averages the weights in proportion to those counts
+(merge.weighted_average, as the offline `merge-models` does), evaluates each round on its
+validation exams when it has them, and writes the best round's model, never one worse than
+the start, with the federation recorded in the header. Images and label maps never leave a site.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from flwr.server.strategy import FedAvg  # noqa: E402
 from ..errors import InputError, ModelFileError  # noqa: E402
 from ..progress import step  # noqa: E402
 from .finetune import case_slices, mean_case_dice, train_on_slices  # noqa: E402
+from .labels import GroupScheme  # noqa: E402
+from .losses import group_matrix  # noqa: E402
 from .merge import (merged_header, model_schema, network_weights, schema_differences,  # noqa: E402
                     set_network_weights, weighted_average)
 from .model import build_network, load_model, model_identity, read_model_bytes, save_model  # noqa: E402
@@ -43,29 +46,41 @@ SITE_METRICS = ("labelled_slices", "steps", "dice_before", "dice_after")
 
 @dataclass
 class SiteData:
-    """A site's corrected exams as normalised leg crops with their labels (labelled slices only)."""
+    """A site's corrected exams as normalised leg crops with their labels (labelled slices only).
+
+    `scheme`: the labels trace muscle groups (labels.GROUP_SCHEMES); None: the project's muscles.
+    """
 
     images: np.ndarray
     targets: np.ndarray
     sources: list = field(default_factory=list)
+    scheme: GroupScheme | None = None
 
     @property
     def count(self) -> int:
         return int(len(self.images))
 
+    @property
+    def matrix(self) -> np.ndarray:
+        """Sums the model's muscles into the labels' values, for the loss and the Dice (losses.py)."""
+        return group_matrix(self.scheme)
 
-def labelled_slices(pairs, header: dict) -> SiteData:
-    """Leg crops of every labelled slice of (image Volume, labels Volume) pairs, on the model's grid."""
+
+def labelled_slices(pairs, header: dict, scheme: GroupScheme | None = None) -> SiteData:
+    """Leg crops of every labelled slice of (image Volume, labels Volume) pairs, on the model's grid.
+
+    Labels hold the project's values (scheme None) or a group scheme's; any other value is refused.
+    """
     images, targets, sources = [], [], []
     for image, labels in pairs:
-        crops, crop_targets, _ = case_slices(image, labels, header)
+        crops, crop_targets, _ = case_slices(image, labels, header, scheme)
         labelled = np.array([(t > 0).any() for t in crop_targets])
         if not labelled.any():
             raise InputError(labels.source_name("labels"), "no muscle voxels in this label map")
         images.append(crops[labelled])
         targets.append(crop_targets[labelled])
         sources.append(image.source_name("(in memory)"))
-    return SiteData(np.concatenate(images), np.concatenate(targets), sources)
+    return SiteData(np.concatenate(images), np.concatenate(targets), sources, scheme)
 
 
 def check_server_schema(own_header: dict, config: dict) -> None:
@@ -106,14 +121,14 @@ class SiteClient(NumPyClient):
         set_network_weights(self.network, parameters)
         server_round, rounds = int(config.get("round", 0)), int(config.get("rounds", 0))
         steps = int(config.get("local_steps", 30))
-        before = mean_case_dice(self.network, self.data.images, self.data.targets)
+        before = mean_case_dice(self.network, self.data.images, self.data.targets, self.data.matrix)
         step(f"round {server_round}/{rounds}: fine-tuning on {self.data.count} labelled leg slices "
              f"({steps} steps)")
         train_on_slices(self.network, self.data.images, self.data.targets, self.header, steps,
                         np.random.default_rng([self.seed, server_round]), learning_rate=self.learning_rate,
                         batch_size=self.batch_size, replay=self.replay, negatives=self.negatives,
-                        desc=f"round {server_round}/{rounds}: fine-tuning")
-        after = mean_case_dice(self.network, self.data.images, self.data.targets)
+                        desc=f"round {server_round}/{rounds}: fine-tuning", matrix=self.data.matrix)
+        after = mean_case_dice(self.network, self.data.images, self.data.targets, self.data.matrix)
         step(f"round {server_round}/{rounds}: Dice on this site's slices {before:.3f} -> {after:.3f}; "
              "sending the weights")
         self.rounds_done += 1
