@@ -6,7 +6,8 @@
 - IDEAL cases (../shared/data/thigh_ideal_predicted, severely fatty): water and fat images, 11
   muscles per leg (an nnU-Net's predictions, so agreement above ~0.85 is not expected). Dice per
   muscle, both legs together, per image, against the target (mean >= 0.80). A case the model was
-  trained on (its header's provenance.real_cases) is printed but left out of the mean.
+  trained on (its header's provenance.real_cases) is printed but left out of the mean. Hip end:
+  thigh labels given outside the labelled muscles on the three most proximal labelled slices.
 Every model given is run side by side (default: the shipped one).
 Usage: python benchmarks/segmentation_real.py [--model FILE ...] [--no-tta] [--record] [--oai-only|--ideal-only]
 --record writes the first model's results into its header (metrics.real_oai_validation, metrics.real_ideal).
@@ -18,6 +19,7 @@ import time
 
 import numpy as np
 
+from myositis_qmri.geometry import align_labels_to
 from myositis_qmri.io import read_volume
 from myositis_qmri.segmentation.infer import segment_muscles
 from myositis_qmri.segmentation.labels import MUSCLES, OAI_GROUPS, OAI_SARTORIUS_GRACILIS
@@ -85,24 +87,44 @@ def trained_cases(model) -> set:
     return {case["folder"] for case in (header.get("provenance", {}).get("real_cases") or [])}
 
 
+HIP_END_SLICES = 3   # the most proximal labelled slices of an IDEAL stack (hip and pelvis level)
+
+
+def hip_end_excess(predicted, truth) -> float:
+    """Predicted thigh-muscle area outside every labelled muscle from the HIP_END_SLICES-th most
+    proximal labelled slice up (unlabelled slices above included), as a share of the labelled area
+    there: gluteal, iliopsoas, obturator or quadratus femoris voxels given a thigh label (and adductor
+    longus or brevis, which the labels leave out, so 0 is not reachable)."""
+    truth = align_labels_to(truth, predicted)
+    heights = np.array([predicted.geometry.index_to_physical([0, 0, z])[2]            # LPS +z: superior
+                        for z in range(truth.array.shape[0])])
+    labelled = (truth.array > 0).any(axis=(1, 2))
+    top = np.flatnonzero(heights >= np.sort(heights[labelled])[-HIP_END_SLICES])
+    traced, found = truth.array[top] > 0, predicted.array[top] > 0
+    return float((found & ~traced).sum() / max(traced.sum(), 1))
+
+
 def ideal_cases(model, tta: bool) -> dict:
     """Per-muscle Dice (both legs) on the water and fat images of each IDEAL case; the mean is
     over the cases the model never saw (a case it was trained on is printed, marked, and left out)."""
-    rows, trained = {}, trained_cases(model)
+    rows, excess, trained = {}, {}, trained_cases(model)
     for case in sorted(p for p in IDEAL_FOLDER.iterdir() if (p / "labels.nii.gz").exists()):
         truth = read_volume(case / "labels.nii.gz")
         for name in IDEAL_IMAGES:
             predicted = segment_muscles(read_volume(case / f"{name}.nii.gz"), model, test_time_augmentation=tta)
             dice = sideless_dice(predicted, truth)
             rows[f"{case.name} {name}"] = dice
+            excess[f"{case.name} {name}"] = hip_end_excess(predicted, truth)
             print(f"  {case.name} {name:5s} mean {np.nanmean(list(dice.values())):.3f}  "
                   + " ".join(f"{m.abbreviation} {dice[m.index]:.2f}" for m in MUSCLES)
+                  + f"  hip-end excess {100 * excess[f'{case.name} {name}']:.0f} %"
                   + ("  (trained on)" if case.name in trained else ""))
     held_out = {k: v for k, v in rows.items() if k.split()[0] not in trained}
     table = np.array([[d[m.index] for m in MUSCLES] for d in held_out.values()])
     result = {"mean_dice": round(float(np.nanmean(table)), 4),
               "dice_per_image": {k: round(float(np.nanmean(list(v.values()))), 4) for k, v in rows.items()},
               "dice": {m.key: round(float(d), 4) for m, d in zip(MUSCLES, np.nanmean(table, axis=0))},
+              "hip_end_excess": {k: round(v, 3) for k, v in excess.items()},
               "trained_on": sorted(trained), "mean_over": sorted({k.split()[0] for k in held_out}),
               "test_time_augmentation": tta, "benchmark": "benchmarks/segmentation_real.py"}
     print(f"IDEAL cases never trained on: mean Dice {result['mean_dice']:.3f} (target {IDEAL_TARGET}, "
