@@ -38,6 +38,20 @@ def test_thigh11_leaves_adductor_longus_and_brevis_to_the_unlabelled_voxels():
     as_adductor = marginal_dice_ce(_logits(np.full((8, 8), adductors)), unlabelled, matrix)
     as_sartorius = marginal_dice_ce(_logits(np.full((8, 8), MUSCLE_BY_KEY["sartorius"].index)), unlabelled, matrix)
     assert float(as_adductor) < 0.01 < 1.0 < float(as_sartorius)
+    # Magnus traced, longus and brevis beside it unlabelled: the adductor group over both is no error.
+    target = torch.zeros((1, 1, 8, 8), dtype=torch.int64)
+    target[..., :, :4] = adductors
+    assert float(marginal_dice_ce(_logits(np.full((8, 8), adductors)), target, matrix)) < 0.01
+
+
+def test_a_perfect_prediction_of_a_traced_femur_costs_nothing():
+    """The femur is traced but is background: left to the cross entropy, not scored as a group."""
+    target = np.zeros((8, 8), np.int64)
+    target[2:6, 2:6] = FEMUR
+    target[6:, :] = VASTI
+    prediction = np.where(target == VASTI, MUSCLE_BY_KEY["vastus_lateralis"].index, 0)
+    loss = marginal_dice_ce(_logits(prediction), torch.from_numpy(target)[None, None], group_matrix(OAI_GROUPS))
+    assert float(loss) < 0.01
 
 
 def _logits(classes_yx, n_classes=12, strength=8.0):

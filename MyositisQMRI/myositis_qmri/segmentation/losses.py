@@ -31,8 +31,9 @@ def group_matrix(scheme: GroupScheme | None) -> np.ndarray:
 
 
 def marginal_dice_ce(logits, target, matrix, ignore: int = -1, smooth: float = 1e-5):
-    """Sum of soft Dice loss (over the groups present in the batch, background excluded) and cross
-    entropy of group probabilities. logits (n, classes, y, x); target (n, 1, y, x) group values."""
+    """Sum of soft Dice loss (over the muscle groups present in the batch; background and traced
+    non-muscle such as the femur are left to the cross entropy) and cross entropy of group
+    probabilities. logits (n, classes, y, x); target (n, 1, y, x) group values."""
     import torch
     matrix = torch.as_tensor(matrix, dtype=logits.dtype, device=logits.device)
     probs = torch.softmax(logits, 1)
@@ -45,11 +46,15 @@ def marginal_dice_ce(logits, target, matrix, ignore: int = -1, smooth: float = 1
     ce = -(torch.log(picked) * valid).sum() / n_valid
     onehot = torch.nn.functional.one_hot(safe, matrix.shape[0]).permute(0, 3, 1, 2).to(grouped.dtype)
     weight = valid[:, None].to(grouped.dtype)
+    # A pixel traced as another group that may hold the same muscle (thigh11's unlabelled 0 may be
+    # the adductor group) is no false positive of this group.
+    shares = ((matrix @ matrix.T) > 0).to(grouped.dtype)
+    counted = weight * (1 - shares[safe].permute(0, 3, 1, 2) * (1 - onehot))
     dims = (0, 2, 3)
-    intersection = (grouped * onehot * weight).sum(dims)[1:]
-    truth = (onehot * weight).sum(dims)[1:]
-    predicted = (grouped * weight).sum(dims)[1:]
+    intersection = (grouped * onehot * weight).sum(dims)
+    truth = (onehot * weight).sum(dims)
+    predicted = (grouped * counted).sum(dims)
     dice = (2 * intersection + smooth) / (truth + predicted + smooth)
-    present = truth > 0
+    present = (truth > 0) & (matrix[:, 0] == 0)       # muscle groups only: background and femur are not
     dice_loss = (1 - dice[present]).mean() if bool(present.any()) else ce * 0
     return ce + dice_loss   # as MONAI's DiceCELoss weighs them
