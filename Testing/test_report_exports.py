@@ -271,3 +271,12 @@ def test_whole_thigh_t2_is_read_against_the_threshold_on_its_mean(tmp_path):
         out = tmp_path / word
         report_in(out, formats=("json", "html"), scoring=str(scoring))
         assert f"<td>{word} {threshold_ms:g} ms</td>" in (out / "report.html").read_text()
+
+
+def test_a_report_leaves_no_figure_open(tmp_path):
+    """pyplot keeps every figure until it is closed: a batch of studies, or one Slicer session
+    reporting visit after visit, would pile up the figures of every report."""
+    import matplotlib.pyplot as plt
+    before = set(plt.get_fignums())
+    report_in(tmp_path / "a", formats=("json", "html", "pdf"))
+    assert set(plt.get_fignums()) <= before

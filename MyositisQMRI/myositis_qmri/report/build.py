@@ -194,6 +194,8 @@ def write_report(report: dict, inputs: ReportInputs, out_dir: str | Path, *, for
         from .anonymize import write_anonymized_copies
         step("report: de-identified copies")
         outputs.update(attempt("anonymized", lambda: write_anonymized_copies(report, figures, out_dir)) or {})
+    if figures is not None:
+        figures.close()   # pyplot keeps every open figure: a batch or a Slicer session would pile them up
     write_json(report, out_dir / "report.json")
     return outputs
 
