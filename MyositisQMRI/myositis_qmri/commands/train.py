@@ -41,7 +41,8 @@ def add_arguments(parser) -> None:
                              "patches (the disease's chronic damage); 0 keeps the plain synthesis")
     parser.add_argument("--infiltration-patterns", default="patches", metavar="NAMES", type=_pattern_names,
                         help="comma-separated shapes the fat takes, one drawn per image: patches (islands), "
-                             "streaks (along the fibres), rim (in from the fascia); default: patches")
+                             "streaks (along the fibres), rim (in from the fascia), whole (end-stage: whole "
+                             "muscles fat, only fascia left); default: patches")
     parser.add_argument("--real-scans", type=Path, default=None, metavar="DIR",
                         help="folder of real subjects (<id>/image.nii.gz + labels.nii.gz traced in groups, as "
                              "the shared oai_thigh_t1): its training split is mixed into every batch, learnt "
@@ -55,6 +56,10 @@ def add_arguments(parser) -> None:
                              "serve a water and a fat image)")
     parser.add_argument("--real-case-fraction", type=float, default=0.25,
                         help="share of each batch from --real-case scans")
+    parser.add_argument("--real-fatty-infiltration", type=float, default=0.0, metavar="SHARE",
+                        help="share of the real scans' draws (--real-scans, --real-case) whose traced muscles "
+                             "are partly or wholly replaced by the scan's own fat, in --infiltration-patterns; "
+                             "0 keeps them as scanned")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint next to --out (default: start afresh)")
 
@@ -136,6 +141,7 @@ def main(args) -> int:
                          real_scans=real_scans, real_tuning=real_tuning, real_scheme=args.real_scheme,
                          real_fraction=args.real_fraction, real_cases=tuple(args.real_case),
                          real_case_fraction=args.real_case_fraction,
+                         real_fatty_infiltration=args.real_fatty_infiltration,
                          extra_training_maps=tuple(write_phantom_label_maps(
                              args.out.parent / "phantom_label_maps", range(1, args.phantoms + 1))))
     state = train(config, resume=args.resume)

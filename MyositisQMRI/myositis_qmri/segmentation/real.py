@@ -9,6 +9,10 @@ the synthetic images; in most draws their intensity classes are redrawn at rando
 negative hip slices), so that they add real anatomy without tying the network to T1 contrast. The
 targets are group values, learnt through `losses.marginal_dice_ce`.
 
+With `fatty_infiltration` set, a share of the draws replaces the traced muscles partly or wholly with
+the scan's own fat (synth.infiltrate_fat): real anatomy in end-stage myositis, where only fascia and
+position tell the muscles apart, which the few labelled fatty scans cannot teach alone.
+
 The validation split is fixed before any training: every VALIDATION_EVERY-th subject by sorted id.
 """
 from __future__ import annotations
@@ -83,6 +87,8 @@ class RealSlices:
     source: np.ndarray     # index into names
     names: list[str]
     scheme: str            # a GROUP_SCHEMES key
+    fatty_infiltration: float = 0.0   # share of draws whose traced muscles are partly replaced by fat
+    infiltration_patterns: tuple[str, ...] = synth.DEFAULT_INFILTRATION_PATTERNS   # shapes that fat takes
 
     def __len__(self) -> int:
         return len(self.images)
@@ -95,8 +101,38 @@ class RealSlices:
             image = ndimage.map_coordinates(self.images[index], coords, order=1, mode="nearest")
         else:
             image = synth.redraw_classes(rng, self.classes[index], self.images[index], coords)
+        if self.fatty_infiltration > 0 and rng.random() < self.fatty_infiltration:
+            image = self._replace_muscle_with_fat(rng, index, image, target, coords, spacing_mm)
         image = synth._scanner_effects(rng, np.clip(image, 0, None).astype(np.float64))
         return synth.normalize_slice(image.astype(np.float32)), target.astype(np.int64)
+
+
+    def _replace_muscle_with_fat(self, rng, index: int, image: np.ndarray, target: np.ndarray,
+                                 coords: np.ndarray, spacing_mm: float) -> np.ndarray:
+        """The drawn image with its traced muscles partly replaced by the intensity of the scan's own
+        fat (whichever it is in this draw: bright in T1 or a fat image, dark in a water image)."""
+        fat = fat_class(self.classes[index], self.targets[index])
+        classes = ndimage.map_coordinates(self.classes[index], coords, order=0, mode="constant", cval=0)
+        tissue = np.where(target > 0, np.clip(target, 0, N_MUSCLES), 0).astype(np.uint8)
+        tissue[(target <= 0) & (classes == fat)] = synth.FAT
+        if fat == 0 or not (tissue == synth.FAT).any() or not (target > 0).any():
+            return image
+        fat_intensity = float(np.median(image[tissue == synth.FAT]))
+        return synth.infiltrate_fat(rng, image, tissue, fat_intensity, spacing_mm, self.infiltration_patterns,
+                                    whole_candidates=np.unique(tissue[(tissue > 0) & (tissue <= N_MUSCLES)]))
+
+
+FAT_BAND_PX = 4   # width of the ring around the traced muscles in which the scan's fat class is found
+
+
+def fat_class(classes: np.ndarray, targets: np.ndarray) -> int:
+    """The intensity class of fat in one crop: the most common class in the ring just outside the traced
+    muscles (subcutaneous and intermuscular fat), whatever the contrast; 0 if the crop has no muscle."""
+    muscle = targets > 0
+    ring = ndimage.binary_dilation(muscle, iterations=FAT_BAND_PX) & ~muscle & (targets == 0) & (classes > 0)
+    if not ring.any():
+        return 0
+    return int(np.argmax(np.bincount(classes[ring])))
 
 
 def labelled_leg_crops(image: Volume, labels: Volume, spacing_mm: float, size: int, scheme: GroupScheme | None):

@@ -464,20 +464,23 @@ def check_infiltration_patterns(patterns) -> tuple[str, ...]:
 
 
 def infiltrate_fat(rng, image: np.ndarray, tissue: np.ndarray, fat_intensity: float,
-                   spacing_mm: float, patterns: tuple[str, ...] = DEFAULT_INFILTRATION_PATTERNS) -> np.ndarray:
+                   spacing_mm: float, patterns: tuple[str, ...] = DEFAULT_INFILTRATION_PATTERNS,
+                   whole_candidates: np.ndarray | None = None) -> np.ndarray:
     """Muscle pixels partly replaced by fat: a patchy fat-fraction map per muscle (its own severity),
     mixed as in-phase images mix (signal between muscle and fat) or, in half the draws, as
     opposed-phase images do (|water - fat|: dark where fat and water cancel, at about half fat),
     where the fascia and the muscle's edge against fat, part fat themselves, also turn dark
     (the "India ink" outline of opposed-phase images). patterns: the shapes one is drawn from
-    (INFILTRATION_PATTERNS); a single one draws nothing to choose it."""
+    (INFILTRATION_PATTERNS); a single one draws nothing to choose it. whole_candidates: the tissues
+    "whole" may pick (default every muscle tissue; a real crop passes the groups it holds)."""
     check_infiltration_patterns(patterns)
     kind = patterns[0] if len(patterns) == 1 else patterns[rng.integers(len(patterns))]
     muscle_tissues = np.r_[np.arange(1, OTHER_LEG + 1), OTHER_MUSCLE]
     severity = np.zeros(N_TISSUES)
     severity[muscle_tissues] = rng.uniform(0.15, 0.9) * rng.uniform(0, 1, len(muscle_tissues)) ** 2
     if kind == "whole":
-        chosen = rng.choice(muscle_tissues, size=rng.integers(1, 5), replace=False)
+        candidates = muscle_tissues if whole_candidates is None else np.asarray(whole_candidates)
+        chosen = rng.choice(candidates, size=min(int(rng.integers(1, 5)), len(candidates)), replace=False)
         severity[chosen] = rng.uniform(0.8, 1.0, len(chosen))
     scale_px = rng.uniform(*INFILTRATION_SCALE_MM) / spacing_mm
     pattern = (_streak_field(rng, tissue, scale_px) if kind == "streaks"

@@ -59,6 +59,7 @@ class TrainConfig:
     real_tuning: tuple[Path, ...] = ()  # real subjects (not trained on) that choose the best step
     real_cases: tuple[tuple[str, Path, Path], ...] = ()  # (scheme, image, labels) of single real scans
     real_case_fraction: float = 0.25    # share of each batch drawn from real_cases
+    real_fatty_infiltration: float = 0.0  # share of real draws whose traced muscles are replaced by fat
 
 
 def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
@@ -255,9 +256,13 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                                                 config.spacing_mm, config.crop_px)
             tuning = plain_crops(tuning_slices, config.crop_px)
     real_sets = []   # (slices, group matrix, crops per batch, share of the loss)
+    fatty = {"fatty_infiltration": config.real_fatty_infiltration,
+             "infiltration_patterns": tuple(config.infiltration_patterns)}
+    real = dataclasses.replace(real, **fatty) if real is not None else None   # tuning crops stay plain
     if real is not None:
         real_sets.append((real, config.real_fraction))
-    real_sets += [(cases, config.real_case_fraction / len(config.real_cases) * len(cases.names))
+    real_sets += [(dataclasses.replace(cases, **fatty),
+                   config.real_case_fraction / len(config.real_cases) * len(cases.names))
                   for cases in _prepare_cases(config)]
     real_sets = [(source, group_matrix(GROUP_SCHEMES[source.scheme]), int(round(config.batch_size * share)))
                  for source, share in real_sets]
@@ -346,6 +351,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                                         "folder": Path(image).parent.name, "sha256": _sha256(image)}
                                        for scheme, image, labels in config.real_cases] or None,
                         "real_case_fraction": config.real_case_fraction if config.real_cases else None,
+                        "real_fatty_infiltration": config.real_fatty_infiltration,
                         "command": "myositis-qmri train",
                     }
                     save_model(network, header, config.out)
