@@ -280,3 +280,20 @@ def test_a_report_leaves_no_figure_open(tmp_path):
     before = set(plt.get_fignums())
     report_in(tmp_path / "a", formats=("json", "html", "pdf"))
     assert set(plt.get_fignums()) <= before
+
+
+def test_a_figure_that_fails_leaves_none_of_the_others_open(tmp_path, monkeypatch):
+    """One figure raising part way (after the overlays and heatmap are drawn) must not leave those open."""
+    import matplotlib.pyplot as plt
+
+    from myositis_qmri.report import figures
+
+    def broken(report):
+        raise RuntimeError("profile figure failed")
+    monkeypatch.setattr(figures, "profile_figure", broken)
+    before = set(plt.get_fignums())
+    try:
+        report_in(tmp_path, formats=("json", "html"))
+    except Exception as error:          # however the pipeline reports the failed output
+        assert "profile figure failed" in str(error) or error.__cause__ is not None
+    assert set(plt.get_fignums()) <= before

@@ -242,14 +242,20 @@ def longitudinal_figure(report: dict) -> Figure | None:
 
 
 def make_figures(report: dict, inputs) -> Figures:
+    """Every figure of the report; if one fails, those already drawn are closed before the error
+    propagates (pyplot would otherwise keep them open for the rest of the session)."""
     figures = Figures()
-    for name, caption, make in (
-            ("overlays", "Maps over anatomy at representative slices, with muscle outlines", lambda: overlay_figure(inputs)),
-            ("heatmap", "Muscle heatmap: each muscle coloured by its value", lambda: heatmap_figure(report, inputs)),
-            ("asymmetry", "Left / right per muscle", lambda: asymmetry_figure(report)),
-            ("profiles", "Slice profiles along the thigh", lambda: profile_figure(report)),
-            ("longitudinal", "Change since the previous visit", lambda: longitudinal_figure(report))):
-        figure = make()
-        if figure is not None:
-            figures.add(name, caption, figure)
+    try:
+        for name, caption, make in (
+                ("overlays", "Maps over anatomy at representative slices, with muscle outlines", lambda: overlay_figure(inputs)),
+                ("heatmap", "Muscle heatmap: each muscle coloured by its value", lambda: heatmap_figure(report, inputs)),
+                ("asymmetry", "Left / right per muscle", lambda: asymmetry_figure(report)),
+                ("profiles", "Slice profiles along the thigh", lambda: profile_figure(report)),
+                ("longitudinal", "Change since the previous visit", lambda: longitudinal_figure(report))):
+            figure = make()
+            if figure is not None:
+                figures.add(name, caption, figure)
+    except BaseException:
+        figures.close()
+        raise
     return figures
