@@ -138,3 +138,41 @@ def test_warnings_reach_report_json_html_and_pdf(exam, tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert html.index("Quality warnings") < html.index("Whole thigh")   # in the header, seen first
     assert (tmp_path / "report.pdf").stat().st_size > 0
+
+
+def _with_confidence(labels, confidence: dict):
+    from myositis_qmri.segmentation.export import labels_digest
+    return labels.with_array(labels.array, thigh_muscle_fraction=0.45, outline_confidence=confidence,
+                             labels_sha256=labels_digest(labels.array))
+
+
+def test_outlines_the_network_was_unsure_of_are_flagged(exam, tmp_path):
+    from myositis_qmri.report.build import build_report
+    from myositis_qmri.report.scoring import load_scoring
+    from myositis_qmri.report.export_csv import write_csv
+    confidence = {label.key: 0.95 for label in _label_list()}
+    confidence["adductors_L"] = 0.71
+    labels = _with_confidence(exam.muscle_labels, confidence)
+    warning = quality.check_outlines(labels)
+    assert warning["check"] == "uncertain_outlines" and warning["value"] == 0.71
+    assert "Adductor group (left) (0.71)" in warning["message"] and "right" not in warning["message"]
+    report = build_report(_inputs(exam, labels=labels), load_scoring())
+    rows = {row["key"]: row for row in report["muscles"]}
+    assert rows["adductors_L"]["outline_uncertain"] and rows["adductors_L"]["outline_confidence"] == 0.71
+    assert not rows["adductors_R"]["outline_uncertain"]
+    assert "uncertain_outlines" in {w["check"] for w in report["quality_warnings"]}
+    write_csv(report, tmp_path / "report.csv")
+    assert ",0.71," in (tmp_path / "report.csv").read_text()
+
+
+def test_edited_masks_are_not_flagged_by_the_networks_confidence(exam):
+    confidence = {label.key: 0.5 for label in _label_list()}
+    labels = _with_confidence(exam.muscle_labels, confidence)
+    edited = labels.with_array(np.where(labels.array == 6, 0, labels.array).astype(labels.array.dtype))
+    assert quality.check_outlines(edited) is None and quality.outline_confidence(edited) == {}
+    assert quality.check_outlines(exam.muscle_labels) is None        # the user's own masks: no record
+
+
+def _label_list():
+    from myositis_qmri.segmentation.labels import LABELS
+    return LABELS

@@ -268,7 +268,7 @@ def test_real_calf_is_not_given_thigh_muscles(shared_data):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         labels = segment_muscles(thigh, test_time_augmentation=False).array
-    assert not any("thigh series" in str(w.message) for w in caught)
+    assert not any("thigh series" in str(w.message) or "unsure" in str(w.message) for w in caught)
     assert (labels > 0).sum() / body_mask(thigh.array).sum() > 0.4
 
 
@@ -290,7 +290,7 @@ def test_a_thigh_is_not_warned_about(exam):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         segment_muscles(exam.t1w, test_time_augmentation=False)
-    assert not any("thigh series" in str(w.message) for w in caught)
+    assert not any("thigh series" in str(w.message) or "unsure" in str(w.message) for w in caught)
 
 
 def test_slice_range_segments_only_those_slices(exam, tmp_path):
@@ -307,3 +307,39 @@ def test_slice_range_segments_only_those_slices(exam, tmp_path):
         segment_muscles(image, slice_range=(4, 99))
     paths = write_segmentation(part, tmp_path)
     assert json.loads(paths["sidecar"].read_text())["slice_range"] == [4, 15]
+
+
+def test_outline_confidence_is_the_mean_probability_of_each_label():
+    from myositis_qmri.segmentation.infer import outline_confidence
+    labels = np.zeros((1, 4, 4), np.int16)
+    labels[0, :2] = 1
+    labels[0, 2:, :2] = 13
+    probability = np.full(labels.shape, 0.99, np.float32)
+    probability[0, 0] = [0.5, 0.6, 0.7, 0.8]          # half of sartorius (R) hesitant
+    probability[0, 2:, :2] = 0.9
+    confidence = outline_confidence(labels, probability)
+    assert confidence == {"sartorius_R": round((0.5 + 0.6 + 0.7 + 0.8 + 4 * 0.99) / 8, 3),
+                          "rectus_femoris_L": 0.9}           # background and empty labels left out
+
+
+def test_outline_confidence_travels_with_the_masks_until_they_are_edited(tmp_path, segmented):
+    """The segment command records its confidence beside the masks; a report on those masks reads it
+    back, and on the same masks once edited (the reviewer has seen them) no longer does."""
+    from myositis_qmri.io import read_volume, write_volume
+    from myositis_qmri.report import quality
+    assert set(segmented.metadata["outline_confidence"]) == {schema.LABEL_BY_VALUE[v].key
+                                                              for v in np.unique(segmented.array) if v}
+    write_segmentation(segmented, tmp_path)
+    masks = read_volume(tmp_path / "muscles.nii.gz")
+    assert quality.outline_confidence(masks) == segmented.metadata["outline_confidence"]
+    edited = masks.array.copy()
+    edited[np.nonzero(edited == 3)[0][0], np.nonzero(edited == 3)[1][0], np.nonzero(edited == 3)[2][0]] = 0
+    write_volume(masks.with_array(edited), tmp_path / "muscles.nii.gz")
+    assert quality.outline_confidence(read_volume(tmp_path / "muscles.nii.gz")) == {}
+
+
+def test_outlines_the_network_was_unsure_of_are_warned_by_name():
+    from myositis_qmri.segmentation.infer import MIN_OUTLINE_CONFIDENCE, _warn_if_unsure
+    with pytest.warns(UserWarning, match=r"thigh.nii.gz: the network was unsure of the outlines of "
+                                         r"Adductor group \(left\) 0.70: check"):
+        _warn_if_unsure({"adductors_L": 0.7, "sartorius_R": MIN_OUTLINE_CONFIDENCE}, "thigh.nii.gz")

@@ -162,3 +162,15 @@ def test_terminology_entry_uses_label_codes():
     assert props["name"] == "Sartorius (right)" and props["colour"] == pytest.approx((230 / 255, 159 / 255, 0.0))
 
 
+
+
+def test_a_mask_the_network_was_unsure_of_says_so_in_the_table(phantom_report):
+    import copy
+    report = copy.deepcopy(phantom_report[0])
+    report["muscles"][5]["outline_uncertain"] = True
+    rows = rt.rows_from_report(report)
+    flagged = [r for r in rows if r.outline_uncertain]
+    assert [r.label_value for r in flagged] == [report["muscles"][5]["label_value"]]
+    assert rt.cell_text(flagged[0], "volume_ml").endswith(" (check outline)")
+    assert not rt.cell_text(rows[0], "volume_ml").endswith(")") and rt.cell_text(flagged[0], "t2_ms") == \
+        rt.cell_text(flagged[0], "t2_ms").split(" ")[0]

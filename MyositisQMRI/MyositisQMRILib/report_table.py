@@ -64,6 +64,7 @@ class MuscleRow:
     volume_ml: float | None
     edema: Grade
     fat: Grade
+    outline_uncertain: bool = False   # the network was unsure of this mask (report's outline_uncertain)
 
     @property
     def row_key(self) -> tuple[str, str]:
@@ -123,7 +124,8 @@ def rows_from_report(report: dict) -> list[MuscleRow]:
             t2_ms=_number(_pick(entry, f"t2.{stat}", f"t2_{stat}_ms")),
             ff_percent=_number(_pick(entry, "ff.mean", "ff_mean_percent")),
             volume_ml=_number(_pick(entry, "volume_ml", "volume.ml")),
-            edema=_grade(entry, "edema"), fat=_grade(entry, "fat")))
+            edema=_grade(entry, "edema"), fat=_grade(entry, "fat"),
+            outline_uncertain=bool(entry.get("outline_uncertain"))))
     return sorted(rows, key=lambda r: r.label_value)
 
 
@@ -223,7 +225,10 @@ def cell_text(row: MuscleRow | None, attribute: str) -> str:
     formats = {attr: fmt for _, attr, fmt in MEASURES}
     if attribute in formats:
         value = getattr(row, attribute)
-        return "" if value is None else formats[attribute].format(value)
+        text = "" if value is None else formats[attribute].format(value)
+        if attribute == "volume_ml" and row.outline_uncertain:
+            text += " (check outline)"   # the mask behind every number of this row
+        return text
     grade: Grade = getattr(row, attribute)
     if grade.value is None:
         return ""

@@ -95,6 +95,9 @@ def build_report(inputs: ReportInputs, config: dict, *, erode: bool = False, pre
         erosion_voxels=int(config.get("stats", {}).get("erosion_voxels", 1)),
         edema_threshold_ms=float(config["edema"]["normal_threshold_ms"]),
         sources={"seg": inputs.paths.get("segmentation")})
+    confidence, uncertain = quality.outline_confidence(inputs.labels), quality.uncertain_outlines(inputs.labels)
+    for row in result["muscles"]:
+        row["outline_confidence"], row["outline_uncertain"] = confidence.get(row["key"]), row["key"] in uncertain
     merged_reviews = reviews or {}
     labels_by_kind = {"edema": config["edema"]["labels"], "fat": config["fat"]["labels"]}
     for row in result["muscles"]:

@@ -10,7 +10,8 @@ from ..io.atomic import write_text_atomic
 
 STAT_COLUMNS = ("n_voxels", "mean", "median", "sd", "iqr", "n_excluded_nonfinite")
 COLUMNS = (
-    ["key", "muscle", "side", "label_value", "empty", "volume_ml", "n_slices", "csa_max_cm2", "csa_mean_cm2"]
+    ["key", "muscle", "side", "label_value", "empty", "volume_ml", "n_slices", "csa_max_cm2", "csa_mean_cm2",
+     "outline_confidence"]
     + [f"t2_{s}" for s in STAT_COLUMNS] + ["t2_percent_above_edema_threshold"]
     + [f"ff_{s}" for s in STAT_COLUMNS]
     + ["edema_grade", "edema_label", "edema_source", "edema_auto_grade", "edema_z_score",
@@ -21,7 +22,7 @@ COLUMNS = (
 
 def muscle_row(row: dict, change: dict | None) -> dict:
     out = {c: row.get(c) for c in ("key", "muscle", "side", "label_value", "empty", "volume_ml", "n_slices",
-                                   "csa_max_cm2", "csa_mean_cm2")}
+                                   "csa_max_cm2", "csa_mean_cm2", "outline_confidence")}
     for kind in ("t2", "ff"):
         stats = row.get(kind) or {}
         for s in STAT_COLUMNS:

@@ -127,6 +127,9 @@ def _muscle_table(report: dict) -> str:
         excluded = (t2.get("n_excluded_nonfinite") or 0) + (ff.get("n_excluded_nonfinite") or 0)
         note = f' <span class="flag" title="non-finite voxels excluded">({excluded} NaN/inf)</span>' if excluded else ""
         empty = " <i>(empty mask)</i>" if row["empty"] else ""
+        if row.get("outline_uncertain"):
+            note += (f' <span class="flag" title="the network was unsure of this outline (mean probability '
+                     f'{row["outline_confidence"]:.2f}): check the mask">(check outline)</span>')
         rows.append(
             f"<tr><td class='name'>{html.escape(row['muscle'])}{empty}{note}</td><td class='name'>{row['side']}</td>"
             f"<td>{_fmt(row['volume_ml'])}</td><td>{row['n_slices']}</td>"

@@ -218,6 +218,39 @@ def check_thigh_share(labels: Volume) -> dict | None:
     return None
 
 
+
+
+def outline_confidence(labels: Volume) -> dict:
+    """{label key: confidence} as the segment command recorded it with the masks; empty when there is
+    no record or the masks were edited since (the reviewer has seen and corrected them)."""
+    from ..segmentation.export import labels_digest
+    meta = labels.metadata or {}
+    confidence = meta.get("outline_confidence")
+    if not confidence or meta.get("labels_sha256") != labels_digest(labels.array):
+        return {}
+    return {key: float(value) for key, value in confidence.items()}
+
+
+def uncertain_outlines(labels: Volume) -> dict:
+    """{label key: confidence} of the muscles the network was unsure of (outline_confidence), against
+    the segment command's own limit (segmentation.infer.MIN_OUTLINE_CONFIDENCE)."""
+    from ..segmentation.infer import MIN_OUTLINE_CONFIDENCE
+    return {key: value for key, value in outline_confidence(labels).items() if value < MIN_OUTLINE_CONFIDENCE}
+
+
+def check_outlines(labels: Volume) -> dict | None:
+    from ..segmentation.infer import MIN_OUTLINE_CONFIDENCE
+    from ..segmentation.labels import LABEL_BY_KEY
+    uncertain = uncertain_outlines(labels)
+    if not uncertain:
+        return None
+    names = ", ".join(f"{LABEL_BY_KEY[key].name} ({value:.2f})" for key, value in sorted(uncertain.items(), key=lambda kv: kv[1]))
+    return _warning("uncertain_outlines",
+                    f"the network was unsure of the outlines of {len(uncertain)} muscle(s): {names} (mean "
+                    f"probability of their label, below {MIN_OUTLINE_CONFIDENCE}); check and correct these "
+                    "masks before trusting their numbers", min(uncertain.values()), MIN_OUTLINE_CONFIDENCE)
+
+
 def map_mask_overlap(map_volume: Volume, labels: Volume, kind: str) -> float | None:
     """Share of the segmented muscle voxels (label grid) where the map has a value: the map's
     valid voxels sampled onto the label grid by position (nearest), so thick or shifted map slices
@@ -253,6 +286,7 @@ def quality_warnings(inputs) -> list[dict]:
         check_muscle_t2(inputs.t2, labels),
         check_b1_pinned(inputs.b1, labels, b1_search_range(inputs.t2_profile), inputs.t2_profile),
         check_thigh_share(labels),
+        check_outlines(labels),
         check_overlap(inputs.t2, labels, "t2"),
         check_overlap(inputs.ff, labels, "ff"),
     ]

@@ -17,7 +17,14 @@ from . import labels as schema
 
 
 SIDECAR_KEYS = ("source", "model", "model_version", "model_file", "model_sha256", "resolution_mm",
-                "test_time_augmentation", "thigh_muscle_fraction", "slice_range")
+                "test_time_augmentation", "thigh_muscle_fraction", "slice_range", "outline_confidence")
+
+
+def labels_digest(array) -> str:
+    """sha256 of a label map's voxels (int16, z-y-x order): tells the masks the network drew from
+    masks edited since, for which its outline confidence no longer holds."""
+    import hashlib
+    return hashlib.sha256(np.ascontiguousarray(np.rint(array).astype("<i2")).tobytes()).hexdigest()
 
 
 def labels_json() -> dict:
@@ -57,6 +64,8 @@ def write_segmentation(labels: Volume, out_dir: str | Path) -> dict:
              "seg_nrrd": out_dir / "muscles.seg.nrrd"}
     write_volume(labels, paths["labels"], dtype=np.int16)
     provenance = {key: labels.metadata[key] for key in SIDECAR_KEYS if key in (labels.metadata or {})}
+    if "outline_confidence" in provenance:
+        provenance["labels_sha256"] = labels_digest(labels.array)
     if provenance:
         # Read back into the label map's metadata (NIfTI sidecar), so that `report` on an edited
         # mask still knows the resolution the network worked at (report.stats erodes by it).

@@ -233,3 +233,16 @@ def sideless_dice(predicted: Volume, truth: Volume) -> dict:
     truth = align_labels_to(truth, predicted)
     folded = np.vectorize(muscle_index, otypes=[np.int16])(predicted.array)
     return dice_per_label(folded, np.rint(truth.array).astype(np.int16), range(1, N_MUSCLES + 1))
+
+
+def pooled_confidence(predicted: Volume, muscles, sides=("right",)) -> float:
+    """The outline confidence (infer.outline_confidence, in the prediction's metadata) of several
+    muscles on the given sides together, each label weighted by its size: a traced group's or one
+    muscle's on both legs, to set beside its Dice. NaN when none of them was found."""
+    from .labels import LABEL_BY_VALUE, label_value
+    confidence = predicted.metadata["outline_confidence"]
+    values = [label_value(m, side) for m in muscles for side in sides]
+    sizes = np.array([np.count_nonzero(predicted.array == v) for v in values], float)
+    if not sizes.sum():
+        return float("nan")
+    return float(sum(confidence.get(LABEL_BY_VALUE[v].key, 0.0) * n for v, n in zip(values, sizes)) / sizes.sum())
