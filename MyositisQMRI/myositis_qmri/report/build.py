@@ -95,7 +95,9 @@ def build_report(inputs: ReportInputs, config: dict, *, erode: bool = False, pre
         erosion_voxels=int(config.get("stats", {}).get("erosion_voxels", 1)),
         edema_threshold_ms=float(config["edema"]["normal_threshold_ms"]),
         sources={"seg": inputs.paths.get("segmentation")})
-    confidence, uncertain = quality.outline_confidence(inputs.labels), quality.uncertain_outlines(inputs.labels)
+    from ..segmentation.infer import unsure_outlines
+    confidence = quality.outline_confidence(inputs.labels)
+    uncertain = unsure_outlines(confidence)
     for row in result["muscles"]:
         row["outline_confidence"], row["outline_uncertain"] = confidence.get(row["key"]), row["key"] in uncertain
     merged_reviews = reviews or {}

@@ -218,8 +218,6 @@ def check_thigh_share(labels: Volume) -> dict | None:
     return None
 
 
-
-
 def outline_confidence(labels: Volume) -> dict:
     """{label key: confidence} as the segment command recorded it with the masks; empty when there is
     no record or the masks were edited since (the reviewer has seen and corrected them)."""
@@ -231,17 +229,10 @@ def outline_confidence(labels: Volume) -> dict:
     return {key: float(value) for key, value in confidence.items()}
 
 
-def uncertain_outlines(labels: Volume) -> dict:
-    """{label key: confidence} of the muscles the network was unsure of (outline_confidence), against
-    the segment command's own limit (segmentation.infer.MIN_OUTLINE_CONFIDENCE)."""
-    from ..segmentation.infer import MIN_OUTLINE_CONFIDENCE
-    return {key: value for key, value in outline_confidence(labels).items() if value < MIN_OUTLINE_CONFIDENCE}
-
-
 def check_outlines(labels: Volume) -> dict | None:
-    from ..segmentation.infer import MIN_OUTLINE_CONFIDENCE
+    from ..segmentation.infer import MIN_OUTLINE_CONFIDENCE, unsure_outlines
     from ..segmentation.labels import LABEL_BY_KEY
-    uncertain = uncertain_outlines(labels)
+    uncertain = unsure_outlines(outline_confidence(labels))
     if not uncertain:
         return None
     names = ", ".join(f"{LABEL_BY_KEY[key].name} ({value:.2f})" for key, value in sorted(uncertain.items(), key=lambda kv: kv[1]))

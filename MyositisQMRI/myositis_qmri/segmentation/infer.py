@@ -21,7 +21,7 @@ from ..geometry import resample_to
 from ..progress import Progress, step
 from ..volume import Volume
 from .canonical import leg_crops, slices_of, source_name as _source_name, uncrop_leg
-from .labels import LEFT_OFFSET, N_MUSCLES
+from .labels import LABEL_BY_KEY, LABEL_BY_VALUE, LEFT_OFFSET, N_MUSCLES
 from .model import default_model_path, load_model, model_identity, read_model_bytes
 from .synth import normalize_slice
 
@@ -173,7 +173,6 @@ def outline_confidence(labels: np.ndarray, winning_probability: np.ndarray) -> d
     Low where the network hesitated between muscles or between muscle and background, which is
     where outlines are most often wrong; benchmarks/segmentation_confidence.py measures how well
     it picks out the muscles that disagree with real tracings."""
-    from .labels import LABEL_BY_VALUE
     values = labels.ravel()
     sums = np.bincount(values, winning_probability.ravel(), minlength=max(LABEL_BY_VALUE) + 1)
     counts = np.bincount(values, minlength=max(LABEL_BY_VALUE) + 1)
@@ -181,9 +180,13 @@ def outline_confidence(labels: np.ndarray, winning_probability: np.ndarray) -> d
             for v in sorted(LABEL_BY_VALUE) if counts[v] > 0}
 
 
+def unsure_outlines(confidence: dict) -> dict:
+    """The entries of an outline_confidence record below MIN_OUTLINE_CONFIDENCE: the masks to check."""
+    return {key: value for key, value in confidence.items() if value < MIN_OUTLINE_CONFIDENCE}
+
+
 def _warn_if_unsure(confidence: dict, source: str) -> None:
-    from .labels import LABEL_BY_KEY
-    unsure = sorted((value, key) for key, value in confidence.items() if value < MIN_OUTLINE_CONFIDENCE)
+    unsure = sorted((value, key) for key, value in unsure_outlines(confidence).items())
     if unsure:
         warnings.warn(f"{source}: the network was unsure of the outlines of "
                       f"{', '.join(f'{LABEL_BY_KEY[key].name} {value:.2f}' for value, key in unsure)}: "

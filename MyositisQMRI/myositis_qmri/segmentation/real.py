@@ -106,7 +106,6 @@ class RealSlices:
         image = synth._scanner_effects(rng, np.clip(image, 0, None).astype(np.float64))
         return synth.normalize_slice(image.astype(np.float32)), target.astype(np.int64)
 
-
     def _replace_muscle_with_fat(self, rng, index: int, image: np.ndarray, target: np.ndarray,
                                  coords: np.ndarray, spacing_mm: float) -> np.ndarray:
         """The drawn image with its traced muscles partly replaced by the intensity of the scan's own
