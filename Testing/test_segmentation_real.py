@@ -8,7 +8,7 @@ from myositis_qmri.errors import InputError
 from myositis_qmri.io import read_volume
 from myositis_qmri.phantom import make_exam
 from myositis_qmri.segmentation.labels import LEFT_OFFSET, MUSCLE_BY_KEY, OAI_GROUPS, THIGH11, label_value
-from myositis_qmri.segmentation.losses import group_matrix, marginal_dice_ce
+from myositis_qmri.segmentation.losses import fine_matrix_with_maybe, group_matrix, marginal_dice_ce
 from myositis_qmri.segmentation.real import (IGNORE, OAI_FOLDER, check_scheme_values, group_dice, oai_split,
                                              pooled_confidence, prepare_real_cases, prepare_real_slices,
                                              sartorius_behind_gracilis)
@@ -42,6 +42,26 @@ def test_thigh11_leaves_adductor_longus_and_brevis_to_the_unlabelled_voxels():
     target = torch.zeros((1, 1, 8, 8), dtype=torch.int64)
     target[..., :, :4] = adductors
     assert float(marginal_dice_ce(_logits(np.full((8, 8), adductors)), target, matrix)) < 0.01
+
+
+def test_maybe_adductor_target_accepts_background_or_adductors_only():
+    """Synthetic unlabelled muscle beside adductor magnus (fine_matrix_with_maybe): calling it background
+    or adductors costs nothing, calling it sartorius does."""
+    adductors, sartorius = MUSCLE_BY_KEY["adductors"].index, MUSCLE_BY_KEY["sartorius"].index
+    matrix = fine_matrix_with_maybe(12, adductors)
+    assert np.array_equal(matrix[:12], np.eye(12, dtype=np.float32))
+    assert np.flatnonzero(matrix[12]).tolist() == [0, adductors]
+    target = torch.zeros((1, 1, 8, 8), dtype=torch.int64)
+    target[..., :, :4] = adductors
+    target[..., :, 4:6] = 12
+    truth = np.where(np.arange(8) < 4, adductors, 0)[None, :].repeat(8, 0)
+    for guess in (0, adductors):
+        prediction = np.where(np.arange(8)[None, :].repeat(8, 0) < 4, adductors, 0)
+        prediction[:, 4:6] = guess
+        assert float(marginal_dice_ce(_logits(prediction), target, matrix)) < 0.01
+    prediction = truth.copy()
+    prediction[:, 4:6] = sartorius
+    assert float(marginal_dice_ce(_logits(prediction), target, matrix)) > 0.5
 
 
 def test_a_perfect_prediction_of_a_traced_femur_costs_nothing():

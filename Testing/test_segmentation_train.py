@@ -109,6 +109,33 @@ def test_fatty_infiltration_share_zero_draws_the_plain_synthesis(tmp_path):
     assert not np.array_equal(plain[0], always[0])
 
 
+def test_unlabelled_muscle_beside_adductor_magnus_may_be_adductors():
+    """Only unlabelled-muscle blobs within reach of adductor magnus become MAYBE_ADDUCTOR."""
+    adductor = synth.ADDUCTOR
+    labels = np.zeros((40, 40), np.uint8)
+    labels[10:20, 10:20] = adductor
+    tissue = labels.copy()
+    tissue[10:20, 21:25] = synth.OTHER_MUSCLE     # 1 px from magnus: longus or brevis
+    tissue[30:35, 30:35] = synth.OTHER_MUSCLE     # far away: some other unlabelled muscle
+    maybe = synth.unlabelled_muscle_beside_adductor(tissue, labels, spacing_mm=1.5)
+    assert maybe[10:20, 21:25].all() and not maybe[30:35, 30:35].any() and not maybe[labels > 0].any()
+    assert not synth.unlabelled_muscle_beside_adductor(tissue, np.zeros_like(labels), 1.5).any()
+
+
+def test_unlabelled_adductors_changes_only_the_target(tmp_path):
+    slices = synth.prepare_leg_slices(_label_maps(tmp_path, (1,)), 2.3, 96)
+    maybe_seen = False
+    for index in range(0, len(slices), max(1, len(slices) // 8)):
+        plain = synth.synthesize(np.random.default_rng(index), slices.labels[index], 96, 2.3)
+        marked = synth.synthesize(np.random.default_rng(index), slices.labels[index], 96, 2.3,
+                                  unlabelled_adductors=True)
+        np.testing.assert_array_equal(plain[0], marked[0])    # same image: no extra random draws
+        changed = plain[1] != marked[1]
+        assert (plain[1][changed] == 0).all() and (marked[1][changed] == synth.MAYBE_ADDUCTOR).all()
+        maybe_seen |= bool(changed.any())
+    assert maybe_seen
+
+
 def test_short_training_run_resumes(tmp_path):
     maps = _label_maps(tmp_path)
     out = tmp_path / "model.safetensors"
@@ -160,10 +187,11 @@ def test_training_starts_from_a_model_file(tmp_path):
     train(first, resume=False)
     second = TrainConfig(label_maps=maps, out=tmp_path / "second.safetensors", steps=1, batch_size=2,
                          validate_every=1, n_validation_slices=4, threads=1, between_slices=True,
-                         init_model=first.out)
-    train(second, resume=False)
+                         init_model=first.out, unlabelled_adductors=True)
+    train(second, resume=False)      # the synthetic loss is then the marginal one (MAYBE_ADDUCTOR)
     provenance = read_header(second.out)["provenance"]
-    assert provenance["between_slices"] is True
+    assert provenance["between_slices"] is True and provenance["unlabelled_adductors"] is True
+    assert read_header(first.out)["provenance"]["unlabelled_adductors"] is False
     assert provenance["initialised_from"]["file"] == "first.safetensors"
     assert provenance["initialised_from"]["provenance"]["steps"] == 1
 

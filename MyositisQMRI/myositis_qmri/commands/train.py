@@ -60,6 +60,10 @@ def add_arguments(parser) -> None:
                         help="share of the real scans' draws (--real-scans, --real-case) whose traced muscles "
                              "are partly or wholly replaced by the scan's own fat, in --infiltration-patterns; "
                              "0 keeps them as scanned")
+    parser.add_argument("--unlabelled-adductors", action="store_true",
+                        help="unlabelled muscle beside adductor magnus in the synthetic images (adductor longus "
+                             "and brevis, which the label maps leave out) may be called background or adductor "
+                             "group without penalty, as the adductor row and real tracings cover the group")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint next to --out (default: start afresh)")
 
@@ -142,6 +146,7 @@ def main(args) -> int:
                          real_fraction=args.real_fraction, real_cases=tuple(args.real_case),
                          real_case_fraction=args.real_case_fraction,
                          real_fatty_infiltration=args.real_fatty_infiltration,
+                         unlabelled_adductors=args.unlabelled_adductors,
                          extra_training_maps=tuple(write_phantom_label_maps(
                              args.out.parent / "phantom_label_maps", range(1, args.phantoms + 1))))
     state = train(config, resume=args.resume)

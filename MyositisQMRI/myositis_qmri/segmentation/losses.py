@@ -30,6 +30,18 @@ def group_matrix(scheme: GroupScheme | None) -> np.ndarray:
     return matrix
 
 
+def fine_matrix_with_maybe(value: int, muscle: int) -> np.ndarray:
+    """The fine schema's identity matrix plus row `value` (beyond the muscles): background or `muscle`.
+
+    For synthetic targets whose unlabelled muscle may belong to a schema muscle the label maps name
+    only in part (synth.MAYBE_ADDUCTOR: adductor longus and brevis beside adductor magnus).
+    """
+    matrix = np.zeros((value + 1, N_MUSCLES + 1), np.float32)
+    matrix[:N_MUSCLES + 1] = np.eye(N_MUSCLES + 1, dtype=np.float32)
+    matrix[value, [0, muscle]] = 1
+    return matrix
+
+
 def marginal_dice_ce(logits, target, matrix, ignore: int = -1, smooth: float = 1e-5):
     """Sum of soft Dice loss (over the muscle groups present in the batch; background and traced
     non-muscle such as the femur are left to the cross entropy) and cross entropy of group

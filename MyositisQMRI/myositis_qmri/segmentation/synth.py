@@ -23,7 +23,7 @@ from ..io import read_volume
 from ..volume import Volume
 from ..progress import track
 from .canonical import LegWindow, crop_leg, leg_crops, leg_windows, model_grid_image, slices_of
-from .labels import N_MUSCLES
+from .labels import MUSCLE_BY_KEY, N_MUSCLES
 
 import SimpleITK as sitk
 
@@ -31,6 +31,13 @@ OTHER_LEG = N_MUSCLES + 1        # the opposite thigh's muscles: muscle-like, ta
 # Extra tissue classes drawn procedurally (values above the muscle labels).
 FAT, SKIN, CORTEX, MARROW, OTHER_MUSCLE, VESSEL, FASCIA = range(OTHER_LEG + 1, OTHER_LEG + 8)
 N_TISSUES = FASCIA + 1
+# Target value of unlabelled muscle beside adductor magnus: background or the adductor group.
+# The label maps name adductor magnus alone, so adductor longus and brevis are gaps that add_tissues
+# fills with muscle or fat; the schema's adductor row (and the real tracings) hold the whole group,
+# so calling that muscle background would teach the network against the real tracings.
+MAYBE_ADDUCTOR = N_MUSCLES + 1
+ADDUCTOR = MUSCLE_BY_KEY["adductors"].index
+ADDUCTOR_NEIGHBOUR_MM = 4.0   # unlabelled muscle this close to adductor magnus may be longus or brevis
 PREP_MARGIN = 24                 # extra pixels around the crop for deformation
 # The shapes fat takes: "patches" (islands, any direction), "streaks" (along the fibres, one
 # direction per muscle), "rim" (creeping in from the fascia, the muscle's outline blurred into fat),
@@ -49,13 +56,14 @@ class LegSlices:
     names: list[str]
     fatty_infiltration: float = 0.0   # share of draws with fat replacing muscle inside (synthesize)
     infiltration_patterns: tuple[str, ...] = DEFAULT_INFILTRATION_PATTERNS   # shapes that fat takes
+    unlabelled_adductors: bool = False   # unlabelled muscle beside adductor magnus -> MAYBE_ADDUCTOR
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def draw(self, rng, index: int, out_size: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
         return synthesize(rng, self.labels[index], out_size, spacing_mm, self.fatty_infiltration,
-                          self.infiltration_patterns)
+                          self.infiltration_patterns, self.unlabelled_adductors)
 
     def subset(self, names: set[str]) -> "LegSlices":
         keep = np.array([self.names[i] in names for i in self.source], dtype=bool)
@@ -432,12 +440,15 @@ def _tissue_intensities(rng) -> tuple[np.ndarray, np.ndarray]:
 
 def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float,
                fatty_infiltration: float = 0.0,
-               infiltration_patterns: tuple[str, ...] = DEFAULT_INFILTRATION_PATTERNS) -> tuple[np.ndarray, np.ndarray]:
+               infiltration_patterns: tuple[str, ...] = DEFAULT_INFILTRATION_PATTERNS,
+               unlabelled_adductors: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One random image (out_size^2, float32, roughly 0..1) and its target (0..11) from a label crop.
 
     fatty_infiltration: the share of draws whose muscles are partly replaced by fat (infiltrate_fat);
     0 draws exactly what earlier versions drew from the same generator; infiltration_patterns: the
-    shapes fat takes, one drawn per image (INFILTRATION_PATTERNS).
+    shapes fat takes, one drawn per image (INFILTRATION_PATTERNS). unlabelled_adductors marks
+    unlabelled muscle beside adductor magnus MAYBE_ADDUCTOR (train with a loss that accepts either);
+    it draws nothing more from the generator.
     """
     warped = _deform(rng, labels, out_size)
     tissue = add_tissues(rng, warped, spacing_mm)
@@ -447,7 +458,21 @@ def synthesize(rng, labels: np.ndarray, out_size: int, spacing_mm: float,
         image = infiltrate_fat(rng, image, tissue, means[FAT], spacing_mm, infiltration_patterns)
     image = _scanner_effects(rng, image)
     target = np.where(warped <= N_MUSCLES, warped, 0).astype(np.int64)
+    if unlabelled_adductors:
+        target[unlabelled_muscle_beside_adductor(tissue, warped, spacing_mm)] = MAYBE_ADDUCTOR
     return normalize_slice(image.astype(np.float32)), target
+
+
+def unlabelled_muscle_beside_adductor(tissue: np.ndarray, labels: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """Pixels of unlabelled-muscle blobs that come within ADDUCTOR_NEIGHBOUR_MM of adductor magnus."""
+    magnus = labels == ADDUCTOR
+    other = tissue == OTHER_MUSCLE
+    if not magnus.any() or not other.any():
+        return np.zeros(labels.shape, bool)
+    near = ndimage.distance_transform_edt(~magnus) * spacing_mm <= ADDUCTOR_NEIGHBOUR_MM
+    blobs, n = ndimage.label(other)
+    touching = np.unique(blobs[near & other])
+    return np.isin(blobs, touching[touching > 0])
 
 
 # Fatty replacement, the chronic damage this tool grades, is patchy: fat streaks and islands

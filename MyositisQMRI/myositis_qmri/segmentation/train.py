@@ -21,7 +21,7 @@ from ..io.atomic import atomic_path
 from ..progress import Progress, step
 from . import synth
 from .labels import GROUP_SCHEMES, N_MUSCLES
-from .losses import group_matrix, marginal_dice_ce
+from .losses import fine_matrix_with_maybe, group_matrix, marginal_dice_ce
 from .model import base_header, build_network, dice_per_label, load_model, model_identity, save_model
 
 # The shared real-data folder sits next to the project checkout (or where the env var says).
@@ -60,6 +60,7 @@ class TrainConfig:
     real_cases: tuple[tuple[str, Path, Path], ...] = ()  # (scheme, image, labels) of single real scans
     real_case_fraction: float = 0.25    # share of each batch drawn from real_cases
     real_fatty_infiltration: float = 0.0  # share of real draws whose traced muscles are replaced by fat
+    unlabelled_adductors: bool = False  # synthetic unlabelled muscle beside adductor magnus: background or adductors
 
 
 def write_phantom_label_maps(folder: Path, seeds) -> list[Path]:
@@ -225,10 +226,19 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.stem + ".checkpoint.safetensors")
 
 
+def _synthetic_loss(unlabelled_adductors: bool):
+    """Dice + cross-entropy on the synthetic fine labels; with unlabelled_adductors, the marginal loss
+    that lets synth.MAYBE_ADDUCTOR pixels be background or adductors without penalty."""
+    if unlabelled_adductors:
+        matrix = fine_matrix_with_maybe(synth.MAYBE_ADDUCTOR, synth.ADDUCTOR)
+        return lambda logits, targets: marginal_dice_ce(logits, targets, matrix)
+    from monai.losses import DiceCELoss
+    return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+
+
 def train(config: TrainConfig, resume: bool = True) -> dict:
     """Train (or resume) and write the best model to config.out; returns the final state."""
     import torch
-    from monai.losses import DiceCELoss
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     train_maps, val_maps = split_maps(config.label_maps)
@@ -236,7 +246,8 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
     step(f"{len(train_maps)} training and {len(val_maps)} validation label maps")
     slices = load_slices(train_maps, config.out, config.spacing_mm, config.crop_px, config.between_slices)
     slices = dataclasses.replace(slices, fatty_infiltration=config.fatty_infiltration,    # validation stays plain
-                                 infiltration_patterns=tuple(config.infiltration_patterns))
+                                 infiltration_patterns=tuple(config.infiltration_patterns),
+                                 unlabelled_adductors=config.unlabelled_adductors)
     val_slices = load_slices(val_maps, config.out, config.spacing_mm, config.crop_px)
     calves = (synth.prepare_calf_slices(list(config.calf_rois), config.spacing_mm, config.crop_px)
               if config.calf_rois else None)
@@ -277,7 +288,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
         network.load_state_dict(initial.state_dict())
         initialised_from = {**model_identity(config.init_model), "provenance": initial_header.get("provenance")}
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    loss_fn = _synthetic_loss(config.unlabelled_adductors)
     state = {"step": 0, "best_mean_dice": -1.0, "history": []}
     ckpt = checkpoint_path(config.out)
     if resume and ckpt.exists():
@@ -352,6 +363,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict:
                                        for scheme, image, labels in config.real_cases] or None,
                         "real_case_fraction": config.real_case_fraction if config.real_cases else None,
                         "real_fatty_infiltration": config.real_fatty_infiltration,
+                        "unlabelled_adductors": config.unlabelled_adductors,
                         "command": "myositis-qmri train",
                     }
                     save_model(network, header, config.out)
