@@ -36,10 +36,9 @@ def fine_matrix_with_maybe(value: int, muscle: int) -> np.ndarray:
     For synthetic targets whose unlabelled muscle may belong to a schema muscle the label maps name
     only in part (synth.MAYBE_ADDUCTOR: adductor longus and brevis beside adductor magnus).
     """
-    matrix = np.zeros((value + 1, N_MUSCLES + 1), np.float32)
-    matrix[:N_MUSCLES + 1] = np.eye(N_MUSCLES + 1, dtype=np.float32)
-    matrix[value, [0, muscle]] = 1
-    return matrix
+    maybe = np.zeros((value - N_MUSCLES, N_MUSCLES + 1), np.float32)
+    maybe[-1, [0, muscle]] = 1
+    return np.vstack([group_matrix(None), maybe])
 
 
 def marginal_dice_ce(logits, target, matrix, ignore: int = -1, smooth: float = 1e-5):

@@ -470,9 +470,8 @@ def unlabelled_muscle_beside_adductor(tissue: np.ndarray, labels: np.ndarray, sp
     if not magnus.any() or not other.any():
         return np.zeros(labels.shape, bool)
     near = ndimage.distance_transform_edt(~magnus) * spacing_mm <= ADDUCTOR_NEIGHBOUR_MM
-    blobs, n = ndimage.label(other)
-    touching = np.unique(blobs[near & other])
-    return np.isin(blobs, touching[touching > 0])
+    blobs, _ = ndimage.label(other)
+    return np.isin(blobs, np.unique(blobs[near & other]))
 
 
 # Fatty replacement, the chronic damage this tool grades, is patchy: fat streaks and islands
